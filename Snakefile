@@ -1,0 +1,26 @@
+# Two-stage sequential recommendation: the whole dataset x retriever x reranker x mode grid.
+# Run `snakemake --configfile config/demo.yaml` for the built-in demo; see README.md.
+from snakemake.utils import min_version
+
+from seqrerank.config import validate_config
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate_config(config, workflow.source_path("config/schema.yaml"), source="config")
+
+
+include: "rules/common.smk"
+include: "rules/aggregate.smk"
+include: "rules/data.smk"
+include: "rules/retrieval.smk"
+include: "rules/rerank.smk"
+
+
+# The default target; it lives here because Snakemake ignores `default_target` in included files.
+rule all:
+    input:
+        f"results/{RUN}/comparison.md",

@@ -1,0 +1,156 @@
+# Paths, wildcard constraints, input functions and params shared by the rules.
+# Kept cheap: every SLURM job re-parses this file, so nothing here imports torch.
+import re
+
+from seqrerank.config import model_params, training_settings
+from seqrerank.registry import method_spec
+
+RUN = config["run"]
+DATASETS = list(config["datasets"])
+SEEDS = config["seeds"]
+RETRIEVERS = config["retrievers"]
+RERANKERS = config["rerankers"]
+MODES = config["modes"]
+
+DATA = "results/{dataset}/data"
+RAW = "results/{dataset}/raw"
+GROUND_TRUTH = "results/{dataset}/candidates/ground_truth/seed{seed}.csv"
+RETRIEVAL = "results/{dataset}/retrieval/{retriever}/seed{seed}"
+RERANK_MODEL = "results/{dataset}/rerank/{reranker}/trained_on_{source}/seed{seed}"
+RERANK_CELL = "results/{dataset}/rerank/{reranker}/{mode}/{retriever}/seed{seed}"
+LOGS = "results/{dataset}/logs"
+BENCHMARKS = "results/{dataset}/benchmarks"
+# Keyed by input/output name ("items" is reserved by Snakemake).
+DATA_FILES = {
+    "train": "train.txt",
+    "val": "val.txt",
+    "test": "test.txt",
+    "item_table": "items.csv",
+    "stats": "stats.json",
+}
+
+
+def _one_of(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    dataset=_one_of(DATASETS),
+    retriever=_one_of([*RETRIEVERS, "none"]),
+    reranker=_one_of(RERANKERS) if RERANKERS else "(?!)",
+    mode=_one_of(MODES),
+    source=_one_of(["sequences", "ground_truth", *RETRIEVERS]),
+    seed=r"\d+",
+    filename=r"[^/]+",
+
+
+def resources_of(rule_name, threads=1, mem_mb=2000, runtime=60):
+    """Resources of a rule: the defaults given here, overridden by config `resources.<rule>`."""
+    chosen = {"threads": threads, "mem_mb": mem_mb, "runtime": runtime}
+    chosen.update(config["resources"].get(rule_name, {}))
+    return chosen
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def data_files(dataset):
+    return {key: f"results/{dataset}/data/{name}" for key, name in DATA_FILES.items()}
+
+
+def raw_inputs(wildcards):
+    """The raw files a dataset is prepared from: downloaded ones, or local paths from config."""
+    spec = config["datasets"][wildcards.dataset]
+    files = {}
+    for i, name in enumerate(spec.get("download", {})):
+        files[f"download{i}"] = f"results/{wildcards.dataset}/raw/{name}"
+    for key in ("ratings", "reviews", "meta", "path", "attributes"):
+        if key in spec:
+            files[key] = spec[key]
+    return files
+
+
+def download_source(wildcards):
+    downloads = config["datasets"][wildcards.dataset].get("download", {})
+    if wildcards.filename not in downloads:
+        raise ValueError(
+            f"datasets.{wildcards.dataset}.download has no entry for {wildcards.filename!r}"
+        )
+    return downloads[wildcards.filename]
+
+
+# ---- candidates and models --------------------------------------------------------------------
+
+
+def check_cell(wildcards):
+    if (wildcards.mode == "ground_truth") != (wildcards.retriever == "none"):
+        raise ValueError(
+            "ground_truth cells do not depend on a retriever and retrieval cells need one: "
+            f"use rerank/{wildcards.reranker}/ground_truth/none/... or "
+            f"rerank/{wildcards.reranker}/retrieval/<retriever>/..., "
+            f"not {wildcards.mode}/{wildcards.retriever}"
+        )
+
+
+def cell_candidates(wildcards):
+    check_cell(wildcards)
+    if wildcards.mode == "ground_truth":
+        return GROUND_TRUTH.format(**wildcards)
+    return f"{RETRIEVAL}/retrieved.csv".format(**wildcards)
+
+
+def training_source(reranker, mode, retriever):
+    """What a reranker's model is trained on, which decides how many models a grid needs: one
+    per dataset for sequence-trained rerankers, one per candidate source otherwise."""
+    if method_spec(reranker).trains_on == "sequences":
+        return "sequences"
+    return "ground_truth" if mode == "ground_truth" else retriever
+
+
+def cell_model(wildcards):
+    check_cell(wildcards)
+    source = training_source(wildcards.reranker, wildcards.mode, wildcards.retriever)
+    return f"{RERANK_MODEL}/model.pt".format(source=source, **wildcards)
+
+
+def train_settings(stage, method_wildcard):
+    def settings(wildcards):
+        method = getattr(wildcards, method_wildcard)
+        return {**training_settings(config, stage, method), "seed": int(wildcards.seed)}
+
+    return settings
+
+
+def params_of(method_wildcard):
+    return lambda wildcards: model_params(config, getattr(wildcards, method_wildcard))
+
+
+# ---- the grid ---------------------------------------------------------------------------------
+
+
+def grid_cells():
+    """Every row of the comparison table with the metrics file it is read from."""
+    cells = []
+    for dataset in DATASETS:
+        for seed in SEEDS:
+            for retriever in RETRIEVERS:
+                path = RETRIEVAL.format(dataset=dataset, retriever=retriever, seed=seed)
+                cells.append(
+                    dict(dataset=dataset, retriever=retriever, reranker="none",
+                         mode="retrieval", seed=seed, metrics=f"{path}/retrieved_metrics.json")
+                )
+            for reranker in RERANKERS:
+                sources = [r for r in RETRIEVERS if "retrieval" in MODES]
+                if "ground_truth" in MODES:
+                    sources.append("none")
+                for retriever in sources:
+                    mode = "ground_truth" if retriever == "none" else "retrieval"
+                    path = RERANK_CELL.format(
+                        dataset=dataset, reranker=reranker, mode=mode, retriever=retriever,
+                        seed=seed,
+                    )
+                    cells.append(
+                        dict(dataset=dataset, retriever=retriever, reranker=reranker,
+                             mode=mode, seed=seed, metrics=f"{path}/metrics.json")
+                    )
+    return cells

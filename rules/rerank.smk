@@ -1,0 +1,52 @@
+rule train_reranker:
+    """Stage 2 training. Rerankers trained on sequences (BERT4Rec) get one model per dataset and
+    seed, shared by both candidate modes and every retriever."""
+    input:
+        **data_files("{dataset}"),
+    output:
+        model=f"{RERANK_MODEL}/model.pt",
+        history=f"{RERANK_MODEL}/history.json",
+    params:
+        method="{reranker}",
+        model=params_of("reranker"),
+        training=train_settings("rerank", "reranker"),
+        checkpoint_dir=f"{RERANK_MODEL}/checkpoints",
+    log:
+        f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.tsv"
+    threads: resources_of("train_reranker", threads=2)["threads"]
+    resources:
+        mem_mb=resources_of("train_reranker", mem_mb=8000)["mem_mb"],
+        runtime=resources_of("train_reranker", runtime=240)["runtime"],
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow_scripts/train_reranker.py"
+
+
+rule rerank:
+    """One cell of the grid: rerank the candidates of a mode and evaluate on val and test."""
+    input:
+        **data_files("{dataset}"),
+        model=cell_model,
+        candidates=cell_candidates,
+    output:
+        reranked=f"{RERANK_CELL}/reranked.csv",
+        metrics=f"{RERANK_CELL}/metrics.json",
+        ranks=f"{RERANK_CELL}/ranks.csv",
+    params:
+        top_k=config["rerank"]["top_k"],
+        label="{reranker} reranking {mode} candidates ({retriever})",
+    log:
+        f"{LOGS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.tsv"
+    threads: resources_of("rerank", threads=2)["threads"]
+    resources:
+        mem_mb=resources_of("rerank", mem_mb=4000)["mem_mb"],
+        runtime=resources_of("rerank", runtime=60)["runtime"],
+    conda:
+        "../envs/models.yaml"
+    script:
+        "../workflow_scripts/rerank.py"

@@ -1,0 +1,86 @@
+"""Ranked item lists: Stage 1's exported candidates, ground-truth candidate sets, reranked lists.
+
+All share one CSV layout, one row per (split, user): ``split,user,target,items,scores`` where
+``items`` and ``scores`` are space-separated and item 0 pads a short list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seqrerank.data.dataset import SequenceData
+from seqrerank.io import atomic_path
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    split: str
+    users: np.ndarray  # [U]
+    targets: np.ndarray  # [U]
+    items: np.ndarray  # [U, K], best first (candidate order for unscored lists)
+    scores: np.ndarray  # [U, K] float32; NaN where a list carries no scores
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def head(self, k: int) -> RankedLists:
+        return RankedLists(
+            self.split, self.users, self.targets, self.items[:, :k], self.scores[:, :k]
+        )
+
+
+def write_ranked_lists(path: str | Path, lists: list[RankedLists]) -> None:
+    frames = [
+        pd.DataFrame(
+            {
+                "split": part.split,
+                "user": part.users,
+                "target": part.targets,
+                "items": [" ".join(map(str, row)) for row in part.items],
+                "scores": [" ".join(f"{s:.6g}" for s in row) for row in part.scores],
+            }
+        )
+        for part in lists
+    ]
+    with atomic_path(path) as tmp:
+        pd.concat(frames).to_csv(tmp, index=False)
+
+
+def read_ranked_lists(path: str | Path) -> dict[str, RankedLists]:
+    frame = pd.read_csv(path, dtype={"items": str, "scores": str}, keep_default_na=False)
+    out = {}
+    for split, part in frame.groupby("split", sort=False):
+        items = np.array([np.array(row.split(), dtype=np.int64) for row in part["items"]])
+        scores = np.array([np.array(row.split(), dtype=np.float32) for row in part["scores"]])
+        out[str(split)] = RankedLists(
+            str(split), part["user"].to_numpy(), part["target"].to_numpy(), items, scores
+        )
+    return out
+
+
+def sample_ground_truth(
+    data: SequenceData, split: str, num_negatives: int, seed: int
+) -> RankedLists:
+    """The target plus ``num_negatives`` items drawn uniformly from those the user never
+    interacted with, in a random order (so a model that ties scores gains nothing from position)."""
+    if data.num_items - 1 < num_negatives:
+        raise ValueError(f"{num_negatives} negatives requested but only {data.num_items} items")
+    rng = np.random.default_rng([seed, ("train", "val", "test").index(split)])
+    targets = data.targets(split)
+    rows = np.zeros((data.num_users, num_negatives + 1), dtype=np.int64)
+    for u, seq in enumerate(data.full_sequences()):
+        seen = set(seq.tolist())
+        negatives: list[int] = []
+        while len(negatives) < num_negatives:
+            for item in rng.integers(1, data.num_items + 1, size=2 * num_negatives).tolist():
+                if item not in seen and len(negatives) < num_negatives:
+                    seen.add(item)
+                    negatives.append(item)
+        row = np.array([targets[u], *negatives])
+        rows[u] = row[rng.permutation(len(row))]
+    scores = np.full(rows.shape, np.nan, dtype=np.float32)
+    return RankedLists(split, data.users, targets, rows, scores)

@@ -1,0 +1,97 @@
+"""Validation of the workflow configuration against ``config/schema.yaml``.
+
+The schema's lists of method names are filled in from :mod:`seqrerank.registry` so that the
+registry stays the one place that knows them; defaults from the schema are written into the config.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from seqrerank.registry import RERANKERS, RETRIEVERS
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that also fills in each property's ``default`` while it walks the config."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(schema_path: str | Path) -> dict:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    props = schema["properties"]
+    props["retrievers"]["items"]["enum"] = sorted(RETRIEVERS)
+    props["rerankers"]["items"]["enum"] = sorted(RERANKERS)
+    props["methods"]["propertyNames"]["enum"] = sorted({*RETRIEVERS, *RERANKERS})
+    return schema
+
+
+def validate_config(
+    config: dict[str, Any], schema_path: str | Path, source: str = "config"
+) -> dict:
+    """Check ``config`` in place (defaults filled in); raise :class:`ConfigError` listing every
+    problem with its location in the config and, for a name, the valid values."""
+    schema = load_schema(schema_path)
+    validator = _with_defaults(Draft202012Validator)(schema)
+    # Two passes: the first fills defaults, which the second then checks too.
+    list(validator.iter_errors(config))
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"invalid configuration ({source}):"]
+        for error in errors:
+            where = (
+                "".join(
+                    f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path
+                ).lstrip(".")
+                or "(top level)"
+            )
+            lines.append(f"  - {where}: {error.message}")
+        raise ConfigError("\n".join(lines))
+    _check_cross_references(config, source)
+    return config
+
+
+def _check_cross_references(config: dict[str, Any], source: str) -> None:
+    """Rules a JSON schema cannot express."""
+    for name, dataset in config["datasets"].items():
+        needed = {"amazon": "category", "sequences": "path"}.get(dataset["source"])
+        if needed and needed not in dataset:
+            raise ConfigError(
+                f"invalid configuration ({source}): datasets.{name}: source "
+                f"'{dataset['source']}' needs the key '{needed}'"
+            )
+    if config["rerank"]["top_k"] > config["retrieval"]["top_k"]:
+        raise ConfigError(
+            f"invalid configuration ({source}): rerank.top_k ({config['rerank']['top_k']}) "
+            f"exceeds retrieval.top_k ({config['retrieval']['top_k']}): Stage 2 can only rerank "
+            "what Stage 1 exported"
+        )
+
+
+def training_settings(config: dict[str, Any], stage: str, method: str) -> dict[str, Any]:
+    """Stage defaults (``retrieval`` or ``rerank``) overridden by ``methods.<method>.training``."""
+    keys = ("epochs", "lr", "weight_decay", "batch_size", "patience", "metric")
+    settings = {key: config[stage][key] for key in keys}
+    settings.update(config["methods"].get(method, {}).get("training", {}))
+    return settings
+
+
+def model_params(config: dict[str, Any], method: str) -> dict[str, Any]:
+    return dict(config["methods"].get(method, {}).get("model", {}))

@@ -1,0 +1,382 @@
+"""Prepare a dataset: read a raw source, filter it as LlamaRec does, reindex, split leave-one-out.
+
+Outputs in ``out_dir`` (each written atomically):
+
+* ``train.txt``: ``user item item ...`` per user (all but the last two items),
+* ``val.txt`` / ``test.txt``: ``user item`` (the second-to-last / last item),
+* ``items.csv``: ``item_id,original_id,title,text,image[,attributes]``, sorted by item_id,
+* ``images/<item_id>.png``: RGB, long side at most 448 px,
+* ``stats.json``: final counts and the counts after each filter step.
+
+Users and items are numbered from 1 (0 stays free for padding).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from seqrerank.data.sources import (
+    read_amazon_meta,
+    read_item_attributes,
+    read_ratings_csv,
+    read_reviews_json,
+    read_sequences,
+)
+from seqrerank.data.synthetic import CATEGORY as DEMO_CATEGORY
+from seqrerank.data.synthetic import generate_demo
+from seqrerank.io import atomic_path, write_json, write_text
+
+log = logging.getLogger("seqrerank.data")
+
+MIN_LENGTH = 3  # leave-one-out needs a training item besides the validation and test items
+MAX_IMAGE_SIDE = 448
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Source:
+    interactions: pd.DataFrame  # user, item, rating, timestamp
+    meta: pd.DataFrame | None  # item, title, text, image_url[, attributes]
+    images_dir: Path | None
+
+
+def prepare_dataset(
+    spec: dict[str, Any], raw_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 42
+) -> dict[str, Any]:
+    """Read the source described by ``spec``, write the prepared dataset, return its stats.
+
+    Relative paths in ``spec`` are taken from the working directory. ``seed`` only seeds the
+    synthetic generator (unless ``spec["synthetic"]`` sets one); the preparation itself is
+    deterministic. ``missing_images`` counts items without a usable image in ``images_dir``
+    (0 when there is no images_dir).
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    source = load_source(spec, raw_dir, seed)
+    interactions, steps = filter_interactions(
+        source.interactions,
+        source.meta,
+        min_rating=float(spec.get("min_rating", 0.0)),
+        min_uc=int(spec.get("min_uc", 5)),
+        min_sc=int(spec.get("min_sc", 5)),
+        require_title=bool(spec.get("require_title", False)),
+    )
+    interactions, original_items = reindex(interactions)
+    sequences = user_sequences(interactions)
+    images = prepare_images(original_items, source.images_dir, out_dir)
+    items = item_table(original_items, source.meta, images)
+    missing_images = images.count("") if source.images_dir else 0
+
+    write_splits(out_dir, sequences)
+    with atomic_path(out_dir / "items.csv") as tmp:
+        items.to_csv(tmp, index=False)
+    stats = {
+        "users": len(sequences),
+        "items": len(original_items),
+        "interactions": len(interactions),
+        "avg_length": round(len(interactions) / len(sequences), 4),
+        "missing_images": missing_images,
+        "filters": steps,
+        "source": spec["source"],
+    }
+    write_json(out_dir / "stats.json", stats)
+    log.info(
+        "prepared %s: %d users, %d items, %d interactions",
+        out_dir,
+        stats["users"],
+        stats["items"],
+        stats["interactions"],
+    )
+    return stats
+
+
+# --- Sources ------------------------------------------------------------------------------
+
+
+def load_source(spec: dict[str, Any], raw_dir: Path, seed: int) -> Source:
+    images_dir = _existing(spec["images_dir"], "images_dir") if spec.get("images_dir") else None
+    kind = spec["source"]
+    if kind == "amazon":
+        return _load_amazon(spec, raw_dir, spec["category"], images_dir)
+    if kind == "sequences":
+        interactions = read_sequences(_existing(spec["path"], "path"))
+        meta = None
+        if spec.get("attributes"):
+            meta = read_item_attributes(_existing(spec["attributes"], "attributes"))
+            meta = meta.assign(title="", text="", image_url="")
+        return Source(interactions, meta, images_dir)
+    if kind == "synthetic":
+        log.info("generating the demo data in %s", raw_dir)
+        generate_demo(raw_dir, **{"seed": seed, **(spec.get("synthetic") or {})})
+        return _load_amazon({}, raw_dir, DEMO_CATEGORY, raw_dir / "images")
+    raise ValueError(f"unknown dataset source {kind!r}; expected amazon, sequences or synthetic")
+
+
+def _load_amazon(
+    spec: dict[str, Any], raw_dir: Path, category: str, images_dir: Path | None
+) -> Source:
+    if spec.get("ratings"):
+        interactions = read_ratings_csv(_existing(spec["ratings"], "ratings"))
+    elif spec.get("reviews"):
+        interactions = read_reviews_json(_existing(spec["reviews"], "reviews"))
+    else:
+        path = _first_existing(
+            raw_dir,
+            [
+                f"ratings_{category}.csv",
+                f"reviews_{category}_5.json.gz",
+                f"reviews_{category}_5.json",
+            ],
+            "`ratings` (a ratings CSV) or `reviews` (a reviews JSON file)",
+        )
+        reader = read_ratings_csv if path.suffix == ".csv" else read_reviews_json
+        interactions = reader(path)
+    log.info("read %d interactions", len(interactions))
+    if spec.get("meta"):
+        meta_path = _existing(spec["meta"], "meta")
+    else:
+        names = [f"meta_{category}.json.gz", f"meta_{category}.json"]
+        meta_path = _first_existing(raw_dir, names, "`meta`")
+    meta = read_amazon_meta(meta_path, items=set(interactions["item"].unique()))
+    log.info("read metadata of %d items from %s", len(meta), meta_path)
+    return Source(interactions, meta, images_dir)
+
+
+def _existing(path: str | os.PathLike, key: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; fix the dataset setting `{key}`")
+    return path
+
+
+def _first_existing(raw_dir: Path, names: list[str], keys: str) -> Path:
+    for name in names:
+        if (raw_dir / name).exists():
+            return raw_dir / name
+    tried = ", ".join(str(raw_dir / name) for name in names)
+    raise FileNotFoundError(f"none of {tried} exists; download it or set {keys} in the dataset")
+
+
+# --- Filters ------------------------------------------------------------------------------
+
+
+def filter_interactions(
+    interactions: pd.DataFrame,
+    meta: pd.DataFrame | None,
+    *,
+    min_rating: float = 0.0,
+    min_uc: int = 5,
+    min_sc: int = 5,
+    require_title: bool = False,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Apply the filters in LlamaRec's order; return the rest and the counts after each step.
+
+    Every step is recorded, even when its setting makes it a no-op, so stats compare easily.
+    The filters narrow a row mask over integer codes: grouping millions of strings is slow.
+    """
+    users = pd.factorize(interactions["user"])[0]
+    items = pd.factorize(interactions["item"])[0]
+    keep = np.ones(len(interactions), dtype=bool)
+    steps: list[dict[str, Any]] = []
+
+    def record(step: str, what: str, fix: str) -> None:
+        counts = {
+            "step": step,
+            "users": int(np.count_nonzero(np.bincount(users[keep]))),
+            "items": int(np.count_nonzero(np.bincount(items[keep]))),
+            "interactions": int(keep.sum()),
+        }
+        steps.append(counts)
+        log.info("after %s: %d users, %d items, %d interactions", *counts.values())
+        if not counts["interactions"]:
+            raise ValueError(f"dataset is empty after {what}: 0 users left; {fix}")
+
+    record("raw", "reading the source", "check the input files")
+    keep &= interactions["rating"].to_numpy() >= min_rating
+    record("min_rating", f"the min_rating filter (min_rating={min_rating})", "lower min_rating")
+    if require_title:
+        keep &= interactions["item"].isin(_titled_items(meta)).to_numpy()
+    record(
+        "require_title",
+        f"the require_title filter (require_title={require_title})",
+        "set require_title to false or check the item titles",
+    )
+    keep = k_core(users, items, keep, min_uc, min_sc)
+    record("k_core", f"the k-core filter (min_uc={min_uc}, min_sc={min_sc})", "lower min_uc/min_sc")
+    keep &= _kept_per_row(users, keep) >= MIN_LENGTH
+    record(
+        "min_length_3",
+        "dropping users with fewer than 3 interactions",
+        "leave-one-out needs 3 per user; add data or lower min_uc",
+    )
+    return interactions[keep], steps
+
+
+def k_core(
+    users: np.ndarray, items: np.ndarray, keep: np.ndarray, min_uc: int, min_sc: int
+) -> np.ndarray:
+    """Narrow the row mask ``keep`` until its users have >= min_uc rows and items >= min_sc.
+
+    Removing rows can push other users or items below the threshold, hence the loop; the result
+    is the unique largest subset where both hold, whatever the removal order.
+    """
+    while True:
+        stable = keep & (_kept_per_row(users, keep) >= min_uc)
+        stable &= _kept_per_row(items, keep) >= min_sc
+        if np.array_equal(stable, keep):
+            return keep
+        keep = stable
+
+
+def _kept_per_row(codes: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """For each row, how many kept rows share its code (its user's or its item's)."""
+    return np.bincount(codes[keep], minlength=np.max(codes, initial=-1) + 1)[codes]
+
+
+def _titled_items(meta: pd.DataFrame | None) -> pd.Series:
+    if meta is None:
+        raise ValueError(
+            "require_title needs item titles, but this source has no metadata; "
+            "set require_title to false"
+        )
+    return meta.loc[meta["title"] != "", "item"]
+
+
+# --- Reindexing and splits ----------------------------------------------------------------
+
+
+def reindex(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Number users and items from 1 in sorted original-id order; sort rows per user by time.
+
+    Adds ``user_id`` and ``item_id`` and sorts by (user_id, timestamp, item_id). Returns the
+    frame and the original item ids (item ``i`` is at index ``i - 1``).
+    """
+    users = sorted_ids(df["user"])
+    items = sorted_ids(df["item"])
+    df = df.assign(
+        user_id=pd.Categorical(df["user"], categories=users).codes.astype(np.int64) + 1,
+        item_id=pd.Categorical(df["item"], categories=items).codes.astype(np.int64) + 1,
+    )
+    return df.sort_values(["user_id", "timestamp", "item_id"], kind="stable"), items
+
+
+def sorted_ids(ids: pd.Series) -> list[str]:
+    """Unique ids in a deterministic order: numerically when all are integers, else as text.
+
+    Numeric order keeps already-numbered data (e.g. Beauty.txt) in its original numbering.
+    """
+    unique = ids.unique().tolist()
+    if all(i.isascii() and i.isdigit() for i in unique):
+        return sorted(unique, key=lambda i: (int(i), i))
+    return sorted(unique)
+
+
+def user_sequences(df: pd.DataFrame) -> list[np.ndarray]:
+    """Item ids of user 1, 2, ... in order, from a frame sorted by :func:`reindex`."""
+    users = df["user_id"].to_numpy()
+    starts = np.flatnonzero(users[1:] != users[:-1]) + 1
+    return np.split(df["item_id"].to_numpy(), starts)
+
+
+def write_splits(out_dir: Path, sequences: list[np.ndarray]) -> None:
+    """Leave-one-out: the last item is the test target, the one before it the validation one."""
+    train = [f"{u} {' '.join(map(str, seq[:-2]))}\n" for u, seq in enumerate(sequences, 1)]
+    write_text(out_dir / "train.txt", "".join(train))
+    write_text(out_dir / "val.txt", "".join(f"{u} {s[-2]}\n" for u, s in enumerate(sequences, 1)))
+    write_text(out_dir / "test.txt", "".join(f"{u} {s[-1]}\n" for u, s in enumerate(sequences, 1)))
+
+
+# --- Items and images ---------------------------------------------------------------------
+
+
+def item_table(
+    original_items: list[str], meta: pd.DataFrame | None, images: list[str]
+) -> pd.DataFrame:
+    """One row per kept item: item_id, original_id, title, text, image[, attributes]."""
+    items = pd.DataFrame(
+        {"item_id": np.arange(1, len(original_items) + 1), "original_id": original_items}
+    )
+    if meta is None:
+        return items.assign(title="", text="", image=images)
+    extra = ["attributes"] if "attributes" in meta else []
+    first_entries = meta.drop_duplicates("item").set_index("item")[["title", "text", *extra]]
+    details = first_entries.reindex(original_items).fillna("").reset_index(drop=True)
+    items = pd.concat([items, details], axis=1).assign(image=images)
+    return items[["item_id", "original_id", "title", "text", "image", *extra]]
+
+
+def prepare_images(original_items: list[str], images_dir: Path | None, out_dir: Path) -> list[str]:
+    """Convert each item's image to ``images/<item_id>.png``; return paths relative to out_dir
+    ("" for items without a readable image)."""
+    if images_dir is None:
+        return [""] * len(original_items)
+    found = _index_images(images_dir)
+    paths = []
+    for item_id, original in enumerate(original_items, 1):
+        relative = f"images/{item_id}.png"
+        src = found.get(original)
+        paths.append(relative if src and convert_image(src, out_dir / relative) else "")
+    absent = sum(original not in found for original in original_items)
+    if absent:
+        log.warning("%d of %d items have no image in %s", absent, len(original_items), images_dir)
+    return paths
+
+
+def _index_images(images_dir: Path) -> dict[str, Path]:
+    """Map original item id (file stem) to its image; the first name in sorted order wins."""
+    index: dict[str, Path] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            index.setdefault(path.stem, path)
+    return index
+
+
+def convert_image(src: Path, dst: Path) -> bool:
+    """Write ``src`` as an RGB PNG with long side <= 448 px; False (and a warning) if unreadable.
+
+    The source path is stored in the PNG, so an up-to-date output is skipped only when it was
+    made from this very file: item ids change when the filters change.
+    """
+    source = str(src.resolve())
+    if _is_current(dst, src, source):
+        return True
+    try:
+        with Image.open(src) as image:
+            rgb = _to_rgb(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        log.warning("unreadable image %s (%s); the item gets no image", src, e)
+        return False
+    rgb.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # keeps the aspect ratio, never upscales
+    info = PngInfo()
+    info.add_text("source", source)
+    with atomic_path(dst) as tmp:
+        rgb.save(tmp, format="PNG", pnginfo=info)
+    return True
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB copy; transparent areas become white rather than whatever colour they hide."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _is_current(dst: Path, src: Path, source: str) -> bool:
+    try:
+        if dst.stat().st_mtime < src.stat().st_mtime:
+            return False
+        with Image.open(dst) as image:
+            return image.info.get("source") == source
+    except OSError:
+        return False

@@ -1,0 +1,76 @@
+"""Full-ranking retrieval, candidate reranking, and the metrics of a ranked list.
+
+Both paths are batched over users and vectorised: one score matrix per batch, the user's history
+and the padding item masked to -inf, then ``topk`` (retrieval) or a stable sort (reranking).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from seqrerank.batching import pad_left
+from seqrerank.candidates import RankedLists
+from seqrerank.console import progress
+from seqrerank.data.dataset import SequenceData
+from seqrerank.methods.base import Recommender
+from seqrerank.metrics import metrics_from_ranks, target_ranks
+
+EVAL_BATCH_SIZE = 512
+
+
+@torch.inference_mode()
+def retrieve(
+    model: Recommender,
+    data: SequenceData,
+    split: str,
+    top_k: int,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> RankedLists:
+    """Top-``top_k`` items of every user over all items, the user's history excluded."""
+    model.eval()
+    inputs, targets = data.inputs(split), data.targets(split)
+    top_k = min(top_k, data.num_items)
+    items = np.zeros((data.num_users, top_k), dtype=np.int64)
+    scores = np.zeros((data.num_users, top_k), dtype=np.float32)
+    for start in progress(range(0, data.num_users, batch_size), desc=f"ranking {split}"):
+        stop = min(start + batch_size, data.num_users)
+        histories = pad_left(inputs[start:stop])
+        users = torch.arange(start + 1, stop + 1)
+        batch_scores = model.score(users, histories).float().clone()
+        batch_scores.scatter_(1, histories, float("-inf"))  # history, and padding item 0
+        top_scores, top_items = batch_scores.topk(top_k, dim=1)
+        # A list longer than the items left to rank ends in padding.
+        top_items[torch.isinf(top_scores)] = 0
+        items[start:stop], scores[start:stop] = top_items.numpy(), top_scores.numpy()
+    return RankedLists(split, data.users, targets, items, scores)
+
+
+@torch.inference_mode()
+def rerank(
+    model: Recommender,
+    data: SequenceData,
+    candidates: RankedLists,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> RankedLists:
+    """Candidate lists reordered by ``model``'s scores. Ties keep the incoming order, which is
+    Stage 1's rank in retrieval mode and a random order in ground-truth mode."""
+    model.eval()
+    inputs = data.inputs(candidates.split)
+    items = np.zeros_like(candidates.items)
+    scores = np.zeros(candidates.items.shape, dtype=np.float32)
+    for start in progress(range(0, len(candidates), batch_size), desc="reranking"):
+        stop = min(start + batch_size, len(candidates))
+        users = torch.as_tensor(candidates.users[start:stop])
+        histories = pad_left([inputs[u - 1] for u in users.tolist()])
+        cands = torch.as_tensor(candidates.items[start:stop])
+        batch_scores = model.score_candidates(users, histories, cands).float()
+        batch_scores = batch_scores.masked_fill(cands == 0, float("-inf"))
+        order = torch.sort(batch_scores, dim=1, descending=True, stable=True).indices
+        items[start:stop] = cands.gather(1, order).numpy()
+        scores[start:stop] = batch_scores.gather(1, order).numpy()
+    return RankedLists(candidates.split, candidates.users, candidates.targets, items, scores)
+
+
+def evaluate(lists: RankedLists) -> dict[str, float]:
+    return metrics_from_ranks(target_ranks(lists.items, lists.targets))

@@ -1,0 +1,2 @@
+"""One file per method; each class implements :class:`seqrerank.methods.base.Recommender` and is
+registered by name in :mod:`seqrerank.registry`."""

@@ -1,0 +1,29 @@
+"""Popularity: every user gets the items bought most often in training. The sanity baseline that
+every other model is read against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqrerank.data.dataset import SequenceData
+from seqrerank.methods.base import Recommender
+
+
+class Popularity(Recommender):
+    trainable = False
+
+    def __init__(self, num_items: int, counts: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("counts", counts if counts is not None else torch.zeros(num_items + 1))
+
+    @classmethod
+    def from_data(cls, data: SequenceData, data_dir: Path, **params: Any) -> Popularity:
+        counts = np.bincount(np.concatenate(data.train), minlength=data.num_items + 1)
+        return cls(data.num_items, torch.as_tensor(counts, dtype=torch.float32), **params)
+
+    def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+        return self.counts.expand(len(users), -1)

@@ -1,0 +1,182 @@
+"""The workflow's steps as plain functions: each workflow script unpacks Snakemake's inputs,
+outputs and params and calls one of these, so every step also runs (and is tested) without
+Snakemake."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from seqrerank.candidates import (
+    RankedLists,
+    read_ranked_lists,
+    sample_ground_truth,
+    write_ranked_lists,
+)
+from seqrerank.data.dataset import EVAL_SPLITS, SPLITS, SequenceData, load_sequences
+from seqrerank.evaluation import evaluate, rerank, retrieve
+from seqrerank.io import atomic_path, write_json
+from seqrerank.methods.base import Recommender, check_params
+from seqrerank.metrics import format_metrics_table, metrics_from_ranks, target_ranks
+from seqrerank.registry import load_method
+from seqrerank.training import TrainSettings, fit, seed_everything
+
+log = logging.getLogger("seqrerank")
+
+
+def build_model(
+    method: str, data: SequenceData, data_dir: Path, params: dict[str, Any], seed: int
+) -> Recommender:
+    cls = load_method(method)
+    check_params(cls, params, where=f"config methods.{method}.model")
+    seed_everything(seed)
+    return cls.from_data(data, Path(data_dir), **params)
+
+
+def save_model(model: Recommender, method: str, params: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"method": method, "params": params, "state_dict": model.state_dict()}, tmp)
+
+
+def load_model(path: Path, data: SequenceData, data_dir: Path) -> Recommender:
+    saved = torch.load(path, weights_only=False)
+    model = build_model(saved["method"], data, data_dir, saved["params"], seed=0)
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()
+
+
+def train(
+    method: str,
+    data_dir: Path,
+    params: dict[str, Any],
+    settings: TrainSettings,
+    checkpoint_dir: Path,
+) -> tuple[Recommender, SequenceData, list[dict]]:
+    """Build and train a method on a prepared dataset, validating by full ranking on val."""
+    data = load_sequences(data_dir)
+    model = build_model(method, data, data_dir, params, settings.seed)
+    history: list[dict] = []
+    if model.trainable:
+        history = fit(
+            model,
+            data,
+            settings,
+            checkpoint_dir,
+            validate=lambda m: evaluate(retrieve(m, data, "val", top_k=20)),
+        )
+    return model, data, history
+
+
+def run_retriever(
+    method: str,
+    data_dir: Path,
+    params: dict[str, Any],
+    settings: TrainSettings,
+    top_k: int,
+    *,
+    model_path: Path,
+    history_path: Path,
+    candidates_path: Path,
+    metrics_path: Path,
+    ranks_path: Path,
+    checkpoint_dir: Path,
+) -> dict:
+    """Stage 1: train, then export the top-``top_k`` candidates of every user for the train,
+    val and test tasks, with the val/test metrics."""
+    model, data, history = train(method, data_dir, params, settings, checkpoint_dir)
+    lists = [retrieve(model, data, split, top_k) for split in SPLITS]
+    metrics = {part.split: cell_metrics(part) for part in lists if part.split in EVAL_SPLITS}
+    save_model(model, method, params, model_path)
+    write_json(history_path, history)
+    write_ranked_lists(candidates_path, lists)
+    write_ranks(ranks_path, [part for part in lists if part.split in EVAL_SPLITS])
+    write_json(metrics_path, metrics)
+    log_metrics(f"{method} (Stage 1)", metrics)
+    return metrics
+
+
+def run_reranker_training(
+    method: str,
+    data_dir: Path,
+    params: dict[str, Any],
+    settings: TrainSettings,
+    *,
+    model_path: Path,
+    history_path: Path,
+    checkpoint_dir: Path,
+) -> None:
+    model, _, history = train(method, data_dir, params, settings, checkpoint_dir)
+    save_model(model, method, params, model_path)
+    write_json(history_path, history)
+
+
+def write_ground_truth(data_dir: Path, num_negatives: int, seed: int, out_path: Path) -> None:
+    data = load_sequences(data_dir)
+    write_ranked_lists(
+        out_path, [sample_ground_truth(data, split, num_negatives, seed) for split in SPLITS]
+    )
+
+
+def run_rerank(
+    data_dir: Path,
+    model_path: Path,
+    candidates_path: Path,
+    top_k: int,
+    *,
+    reranked_path: Path,
+    metrics_path: Path,
+    ranks_path: Path,
+    label: str,
+) -> dict:
+    """Stage 2: rerank the first ``top_k`` candidates of every val/test user."""
+    data = load_sequences(data_dir)
+    model = load_model(model_path, data, data_dir)
+    candidates = read_ranked_lists(candidates_path)
+    lists = [rerank(model, data, candidates[split].head(top_k)) for split in EVAL_SPLITS]
+    metrics = {part.split: cell_metrics(part) for part in lists}
+    write_ranked_lists(reranked_path, lists)
+    write_ranks(ranks_path, lists)
+    write_json(metrics_path, metrics)
+    log_metrics(label, metrics)
+    return metrics
+
+
+def cell_metrics(lists: RankedLists) -> dict:
+    """Metrics over all users (a target missing from the list is a miss), and over the users
+    whose target is in the list (``conditional``), which isolates the reranker's own quality."""
+    ranks = target_ranks(lists.items, lists.targets)
+    found = ranks > 0
+    return {
+        **metrics_from_ranks(ranks),
+        "users": len(ranks),
+        "target_in_list": int(found.sum()),
+        "conditional": metrics_from_ranks(ranks[found]),
+    }
+
+
+def write_ranks(path: Path, lists: list[RankedLists]) -> None:
+    """Per-user rank of the target (0 = not in the list), for significance tests."""
+    frame = pd.concat(
+        pd.DataFrame(
+            {
+                "split": part.split,
+                "user": part.users,
+                "rank": target_ranks(part.items, part.targets),
+            }
+        )
+        for part in lists
+    )
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def log_metrics(label: str, metrics: dict) -> None:
+    for split, values in metrics.items():
+        table = format_metrics_table(values)
+        log.info("%s, %s (%d users):\n%s", label, split, values["users"], table)
+        print(f"{label} - {split}\n{table}\n", file=sys.stdout, flush=True)

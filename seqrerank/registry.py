@@ -1,0 +1,47 @@
+"""The one place where method names map to implementations.
+
+Adding a method is one new file under ``seqrerank/methods/`` plus one line here. Entries are
+strings so that reading the registry (the Snakefile does, for every job) never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    target: str
+    """``module:Class`` implementing :class:`seqrerank.methods.base.Recommender`."""
+    trains_on: Literal["nothing", "sequences", "candidates"] = "sequences"
+    """What training consumes. A reranker that trains on ``sequences`` is trained once per
+    dataset and serves both candidate modes; one that trains on ``candidates`` is trained per
+    candidate source (ground truth, or each retriever), because its training examples differ."""
+
+
+RETRIEVERS: dict[str, MethodSpec] = {
+    "popularity": MethodSpec("seqrerank.methods.popularity:Popularity", trains_on="nothing"),
+    "lrurec": MethodSpec("seqrerank.methods.lrurec:LRURec"),
+}
+
+RERANKERS: dict[str, MethodSpec] = {
+    "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
+}
+
+MODES = ("retrieval", "ground_truth")
+
+
+def method_spec(name: str) -> MethodSpec:
+    spec = RETRIEVERS.get(name) or RERANKERS.get(name)
+    if spec is None:
+        valid = ", ".join(sorted({*RETRIEVERS, *RERANKERS}))
+        raise KeyError(f"unknown method {name!r}; registered methods: {valid}")
+    return spec
+
+
+def load_method(name: str) -> type:
+    """Import and return the class registered under ``name``."""
+    module_name, class_name = method_spec(name).target.split(":")
+    return getattr(importlib.import_module(module_name), class_name)

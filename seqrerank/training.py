@@ -1,0 +1,150 @@
+"""The one training loop every trainable method shares.
+
+Per epoch: one pass over the method's training batches, then validation; the best epoch by the
+configured metric is kept, training stops after ``patience`` epochs without improvement, and a
+checkpoint written after every epoch lets an interrupted job resume where it stopped. Each epoch
+draws its randomness from ``(seed, epoch)`` alone, so a resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from seqrerank.console import progress
+from seqrerank.data.dataset import SequenceData
+from seqrerank.io import atomic_path
+from seqrerank.methods.base import Recommender
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    lr: float
+    batch_size: int
+    patience: int
+    metric: str = "ndcg@10"
+    weight_decay: float = 0.0
+    seed: int = 42
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _fingerprint(model: Recommender, settings: TrainSettings) -> str:
+    """Identifies the run a checkpoint belongs to: a changed config must not resume an old run."""
+    shapes = {name: list(p.shape) for name, p in model.state_dict().items()}
+    payload = json.dumps([type(model).__name__, shapes, asdict(settings)], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def fit(
+    model: Recommender,
+    data: SequenceData,
+    settings: TrainSettings,
+    checkpoint_dir: Path,
+    validate: Callable[[Recommender], dict[str, float]],
+) -> list[dict]:
+    """Train ``model`` in place, leave it holding the best epoch's weights, return the history."""
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+    )
+    fingerprint = _fingerprint(model, settings)
+    history: list[dict] = []
+    best, start_epoch = float("-inf"), 1
+
+    if last_path.exists():
+        state = torch.load(last_path, weights_only=False)
+        if state["fingerprint"] == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            history, best = state["history"], state["best"]
+            start_epoch = state["epoch"] + 1
+            log.info("resuming from %s after epoch %d", last_path, state["epoch"])
+        else:
+            log.warning("ignoring %s: it was written for other settings", last_path)
+
+    for epoch in range(start_epoch, settings.epochs + 1):
+        if _epochs_since_best(history) >= settings.patience:
+            break
+        generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
+        torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout
+        started = time.perf_counter()
+        model.train()
+        total, batches = 0.0, 0
+        bar = progress(
+            model.training_batches(data, settings.batch_size, generator),
+            desc=f"epoch {epoch}/{settings.epochs}",
+        )
+        for batch in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.loss(batch)
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+            bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
+        train_seconds = time.perf_counter() - started
+        model.eval()
+        metrics = validate(model)
+        score = metrics[settings.metric]
+        improved = score > best
+        if improved:
+            best = score
+            with atomic_path(best_path) as tmp:
+                torch.save(model.state_dict(), tmp)
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": total / max(batches, 1),
+                "train_seconds": round(train_seconds, 3),
+                "val": metrics,
+                "best": improved,
+            }
+        )
+        log.info(
+            "epoch %d: loss %.4f, val %s %.4f%s (%.1fs)",
+            epoch,
+            total / max(batches, 1),
+            settings.metric,
+            score,
+            " (best)" if improved else "",
+            train_seconds,
+        )
+        with atomic_path(last_path) as tmp:
+            torch.save(
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                    "best": best,
+                },
+                tmp,
+            )
+
+    if best_path.exists():
+        model.load_state_dict(torch.load(best_path, weights_only=True))
+    model.eval()
+    return history
+
+
+def _epochs_since_best(history: list[dict]) -> int:
+    best_epochs = [h["epoch"] for h in history if h["best"]]
+    if not history or not best_epochs:
+        return len(history)
+    return history[-1]["epoch"] - best_epochs[-1]

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from seqrerank.console import configure_logging
+from seqrerank.pipeline import run_rerank
+
+configure_logging(snakemake.log[0])
+run_rerank(
+    data_dir=Path(snakemake.input.train).parent,
+    model_path=snakemake.input.model,
+    candidates_path=snakemake.input.candidates,
+    top_k=snakemake.params.top_k,
+    reranked_path=snakemake.output.reranked,
+    metrics_path=snakemake.output.metrics,
+    ranks_path=snakemake.output.ranks,
+    label=snakemake.params.label,
+)

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from seqrerank.console import configure_logging
+from seqrerank.pipeline import run_reranker_training
+from seqrerank.training import TrainSettings
+
+configure_logging(snakemake.log[0])
+run_reranker_training(
+    snakemake.params.method,
+    data_dir=Path(snakemake.input.train).parent,
+    params=snakemake.params.model,
+    settings=TrainSettings(**snakemake.params.training),
+    model_path=snakemake.output.model,
+    history_path=snakemake.output.history,
+    checkpoint_dir=snakemake.params.checkpoint_dir,
+)

@@ -1,0 +1,21 @@
+from pathlib import Path
+
+from seqrerank.console import configure_logging
+from seqrerank.pipeline import run_retriever
+from seqrerank.training import TrainSettings
+
+configure_logging(snakemake.log[0])
+out = snakemake.output
+run_retriever(
+    snakemake.params.method,
+    data_dir=Path(snakemake.input.train).parent,
+    params=snakemake.params.model,
+    settings=TrainSettings(**snakemake.params.training),
+    top_k=snakemake.params.top_k,
+    model_path=out.model,
+    history_path=out.history,
+    candidates_path=out.candidates,
+    metrics_path=out.metrics,
+    ranks_path=out.ranks,
+    checkpoint_dir=snakemake.params.checkpoint_dir,
+)
