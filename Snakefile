@@ -7,7 +7,11 @@ from seqrerank.config import validate_config
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The default grid, read only when no --configfile is given: Snakemake would otherwise merge a
+# command-line config into it, and e.g. the demo would gain config.yaml's Beauty dataset.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate_config(config, workflow.source_path("config/schema.yaml"), source="config")

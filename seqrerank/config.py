@@ -62,10 +62,27 @@ def validate_config(
                 ).lstrip(".")
                 or "(top level)"
             )
-            lines.append(f"  - {where}: {error.message}")
+            message = error.message
+            if error.validator in ("additionalProperties", "unevaluatedProperties"):
+                message += f"; valid keys: {', '.join(_known_keys(error.schema, schema))}"
+            lines.append(f"  - {where}: {message}")
         raise ConfigError("\n".join(lines))
     _check_cross_references(config, source)
     return config
+
+
+def _known_keys(subschema: dict, schema: dict) -> list[str]:
+    """The keys a (sub)schema defines, following its local ``$ref`` and ``allOf`` parts."""
+    keys = list(subschema.get("properties", {}))
+    parts = [*subschema.get("allOf", []), *([subschema] if "$ref" in subschema else [])]
+    for part in parts:
+        if "$ref" in part:
+            target = schema
+            for name in part["$ref"].removeprefix("#/").split("/"):
+                target = target[name]
+            part = target
+        keys += [key for key in _known_keys(part, schema) if key not in keys]
+    return keys
 
 
 def _check_cross_references(config: dict[str, Any], source: str) -> None:

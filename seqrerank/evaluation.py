@@ -33,17 +33,24 @@ def retrieve(
     top_k = min(top_k, data.num_items)
     items = np.zeros((data.num_users, top_k), dtype=np.int64)
     scores = np.zeros((data.num_users, top_k), dtype=np.float32)
-    for start in progress(range(0, data.num_users, batch_size), desc=f"ranking {split}"):
-        stop = min(start + batch_size, data.num_users)
-        histories = pad_left(inputs[start:stop])
-        users = torch.arange(start + 1, stop + 1)
+    for rows in progress(by_length(inputs, batch_size), desc=f"ranking {split}"):
+        histories = pad_left([inputs[row] for row in rows])
+        users = torch.as_tensor(rows + 1)
         batch_scores = model.score(users, histories).float().clone()
-        batch_scores.scatter_(1, histories, float("-inf"))  # history, and padding item 0
+        batch_scores.scatter_(1, histories, float("-inf"))  # the user's history
+        # The padding item, also for a batch's longest history, which has no padding.
+        batch_scores[:, 0] = float("-inf")
         top_scores, top_items = batch_scores.topk(top_k, dim=1)
         # A list longer than the items left to rank ends in padding.
         top_items[torch.isinf(top_scores)] = 0
-        items[start:stop], scores[start:stop] = top_items.numpy(), top_scores.numpy()
+        items[rows], scores[rows] = top_items.numpy(), top_scores.numpy()
     return RankedLists(split, data.users, targets, items, scores)
+
+
+def by_length(histories: list[np.ndarray], batch_size: int) -> list[np.ndarray]:
+    """Row batches of users with similar history lengths, so little of a batch is padding."""
+    order = np.argsort([len(h) for h in histories], kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 @torch.inference_mode()
@@ -57,18 +64,18 @@ def rerank(
     Stage 1's rank in retrieval mode and a random order in ground-truth mode."""
     model.eval()
     inputs = data.inputs(candidates.split)
+    row_histories = [inputs[user - 1] for user in candidates.users]
     items = np.zeros_like(candidates.items)
     scores = np.zeros(candidates.items.shape, dtype=np.float32)
-    for start in progress(range(0, len(candidates), batch_size), desc="reranking"):
-        stop = min(start + batch_size, len(candidates))
-        users = torch.as_tensor(candidates.users[start:stop])
-        histories = pad_left([inputs[u - 1] for u in users.tolist()])
-        cands = torch.as_tensor(candidates.items[start:stop])
+    for rows in progress(by_length(row_histories, batch_size), desc="reranking"):
+        users = torch.as_tensor(candidates.users[rows])
+        histories = pad_left([row_histories[row] for row in rows])
+        cands = torch.as_tensor(candidates.items[rows])
         batch_scores = model.score_candidates(users, histories, cands).float()
         batch_scores = batch_scores.masked_fill(cands == 0, float("-inf"))
         order = torch.sort(batch_scores, dim=1, descending=True, stable=True).indices
-        items[start:stop] = cands.gather(1, order).numpy()
-        scores[start:stop] = batch_scores.gather(1, order).numpy()
+        items[rows] = cands.gather(1, order).numpy()
+        scores[rows] = batch_scores.gather(1, order).numpy()
     return RankedLists(candidates.split, candidates.users, candidates.targets, items, scores)
 
 

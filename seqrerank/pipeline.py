@@ -50,6 +50,12 @@ def load_model(path: Path, data: SequenceData, data_dir: Path) -> Recommender:
     return model.eval()
 
 
+def use_threads(threads: int | None) -> None:
+    """Match torch's thread pool to the cores the job was given (Snakemake/SLURM ``threads``)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def train(
     method: str,
     data_dir: Path,
@@ -85,9 +91,11 @@ def run_retriever(
     metrics_path: Path,
     ranks_path: Path,
     checkpoint_dir: Path,
+    threads: int | None = None,
 ) -> dict:
     """Stage 1: train, then export the top-``top_k`` candidates of every user for the train,
     val and test tasks, with the val/test metrics."""
+    use_threads(threads)
     model, data, history = train(method, data_dir, params, settings, checkpoint_dir)
     lists = [retrieve(model, data, split, top_k) for split in SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists if part.split in EVAL_SPLITS}
@@ -109,7 +117,9 @@ def run_reranker_training(
     model_path: Path,
     history_path: Path,
     checkpoint_dir: Path,
+    threads: int | None = None,
 ) -> None:
+    use_threads(threads)
     model, _, history = train(method, data_dir, params, settings, checkpoint_dir)
     save_model(model, method, params, model_path)
     write_json(history_path, history)
@@ -132,8 +142,10 @@ def run_rerank(
     metrics_path: Path,
     ranks_path: Path,
     label: str,
+    threads: int | None = None,
 ) -> dict:
     """Stage 2: rerank the first ``top_k`` candidates of every val/test user."""
+    use_threads(threads)
     data = load_sequences(data_dir)
     model = load_model(model_path, data, data_dir)
     candidates = read_ranked_lists(candidates_path)

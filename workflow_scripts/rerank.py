@@ -13,4 +13,5 @@ run_rerank(
     metrics_path=snakemake.output.metrics,
     ranks_path=snakemake.output.ranks,
     label=snakemake.params.label,
+    threads=snakemake.threads,
 )

@@ -13,4 +13,5 @@ run_reranker_training(
     model_path=snakemake.output.model,
     history_path=snakemake.output.history,
     checkpoint_dir=snakemake.params.checkpoint_dir,
+    threads=snakemake.threads,
 )

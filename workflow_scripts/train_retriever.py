@@ -18,4 +18,5 @@ run_retriever(
     metrics_path=out.metrics,
     ranks_path=out.ranks,
     checkpoint_dir=snakemake.params.checkpoint_dir,
+    threads=snakemake.threads,
 )

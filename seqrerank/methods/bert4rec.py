@@ -46,7 +46,10 @@ class BERT4Rec(Recommender):
             nn.init.trunc_normal_(embedding.weight, std=0.02)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(items.shape[1], device=items.device)
+        # Positions count back from the most recent item, so a batch padded only to its longest
+        # sequence sees the same positions as one padded to max_len.
+        length = items.shape[1]
+        positions = torch.arange(self.max_len - length, self.max_len, device=items.device)
         x = self.item_embedding(items) + self.position_embedding(positions)
         x = self.dropout(self.embedding_norm(x))
         return self.encoder(x, src_key_padding_mask=items == 0)
@@ -60,7 +63,7 @@ class BERT4Rec(Recommender):
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         windows = training_windows(data.train, self.max_len - 1)
         for idx in index_batches(len(windows), batch_size, generator):
-            items = pad_left([windows[i] for i in idx.tolist()], self.max_len)
+            items = pad_left([windows[i] for i in idx.tolist()])
             real = items > 0
             masked = real & (torch.rand(items.shape, generator=generator) < self.mask_prob)
             # Every sequence gets at least its last item masked, the position inference predicts.
@@ -77,7 +80,4 @@ class BERT4Rec(Recommender):
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         recent = histories[:, -(self.max_len - 1) :]
         mask = torch.full((len(recent), 1), self.mask_token, dtype=recent.dtype)
-        items = torch.cat([recent, mask], dim=1)
-        if items.shape[1] < self.max_len:
-            items = F.pad(items, (self.max_len - items.shape[1], 0))
-        return self.logits(self.encode(items)[:, -1])
+        return self.logits(self.encode(torch.cat([recent, mask], dim=1))[:, -1])

@@ -110,7 +110,8 @@ class LRURec(Recommender):
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         windows = training_windows(data.train, self.max_len)
         for idx in index_batches(len(windows), batch_size, generator):
-            batch = pad_left([windows[i] for i in idx.tolist()], self.max_len + 1)
+            # Padded to the batch's longest window, not max_len: most sequences are short.
+            batch = pad_left([windows[i] for i in idx.tolist()])
             inputs, labels = batch[:, :-1], batch[:, 1:]
             yield inputs, labels * (inputs > 0)  # no label where the input is padding
 

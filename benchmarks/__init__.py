@@ -1,0 +1,1 @@
+"""Benchmarks: real runs that print their figures (`make bench`)."""

@@ -1,0 +1,6 @@
+"""Run every benchmark: `python -m benchmarks` (what `make bench` does)."""
+
+from benchmarks import retrieval_beauty
+
+if __name__ == "__main__":
+    retrieval_beauty.main()

@@ -1,0 +1,113 @@
+"""LRURec on the real Amazon Beauty sequences: seconds per epoch, full-ranking evaluation time,
+peak memory, and test metrics beside LlamaRec's published Beauty figures.
+
+Without ../shared it runs on the built-in demo data instead (same code path, smaller numbers).
+Environment variables: BENCH_EPOCHS (default 40), BENCH_PATIENCE (default 5).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+
+from benchmarks.common import (
+    BEAUTY,
+    BENCH_RESULTS,
+    Timer,
+    environment,
+    peak_rss_mb,
+    prepared_dataset,
+)
+from seqrerank.data.dataset import load_sequences
+from seqrerank.evaluation import evaluate, retrieve
+from seqrerank.io import read_json, write_json
+from seqrerank.pipeline import build_model
+from seqrerank.training import TrainSettings, fit
+
+# LlamaRec (Yue et al. 2023), Table 1, Amazon Beauty, full ranking with the history masked.
+PUBLISHED = {
+    "lrurec": {"ndcg@5": 0.0435, "recall@5": 0.0614, "ndcg@10": 0.0533, "recall@10": 0.0916},
+    "bert4rec": {"ndcg@5": 0.0298, "recall@5": 0.0457, "ndcg@10": 0.0372, "recall@10": 0.0686},
+}
+# LlamaRec's LRURec settings: hidden 64, 2 blocks, dropout 0.2, max length 50, AdamW lr 1e-3,
+# weight decay 0.01, best epoch by validation Recall@10.
+LRUREC = {"hidden": 64, "blocks": 2, "dropout": 0.2, "lru_dropout": 0.2, "max_len": 50}
+REPORTED = ("ndcg@5", "recall@5", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
+
+def benchmark_retriever(name: str, params: dict, dataset: str, settings: TrainSettings) -> dict:
+    data_dir = prepared_dataset(dataset)
+    data = load_sequences(data_dir)
+    model = build_model(name, data, data_dir, params, settings.seed)
+    checkpoints = BENCH_RESULTS / dataset / name / "checkpoints"
+    shutil.rmtree(checkpoints, ignore_errors=True)  # a benchmark measures a fresh run
+    history = fit(
+        model,
+        data,
+        settings,
+        checkpoints,
+        validate=lambda m: evaluate(retrieve(m, data, "val", top_k=20)),
+    )
+    with Timer() as ranking:
+        test = evaluate(retrieve(model, data, "test", top_k=200))
+    val = next(h["val"] for h in history if h["epoch"] == best_epoch(history))
+    epoch_seconds = [h["train_seconds"] for h in history]
+    return {
+        "val": val,
+        "test": test,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch(history),
+        "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
+        "full_ranking_seconds": ranking.seconds,
+        "users_per_second": data.num_users / ranking.seconds,
+        "users": data.num_users,
+        "items": data.num_items,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def best_epoch(history: list[dict]) -> int:
+    return [h["epoch"] for h in history if h["best"]][-1]
+
+
+def print_report(dataset: str, results: dict) -> None:
+    print(f"\n== Retrieval benchmark on {dataset} ({environment()}) ==")
+    for name, r in results.items():
+        print(
+            f"{name}: {r['seconds_per_epoch']:.1f} s/epoch over {r['epochs_run']} epochs "
+            f"(best {r['best_epoch']}), full ranking of {r['users']} users x {r['items']} items "
+            f"in {r['full_ranking_seconds']:.2f} s ({r['users_per_second']:.0f} users/s), "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB"
+        )
+        header = "".join(f"{m:>11}" for m in REPORTED)
+        print(f"  {'':<22}{header}")
+        print(f"  {'ours (test)':<22}" + "".join(f"{r['test'][m]:>11.4f}" for m in REPORTED))
+        if dataset == "beauty" and name in PUBLISHED:
+            row = "".join(
+                f"{PUBLISHED[name][m]:>11.4f}" if m in PUBLISHED[name] else f"{'-':>11}"
+                for m in REPORTED
+            )
+            print(f"  {'LlamaRec paper':<22}{row}")
+
+
+def main() -> None:
+    torch.set_num_threads(os.cpu_count() or 1)
+    dataset = "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
+    settings = TrainSettings(
+        epochs=int(os.environ.get("BENCH_EPOCHS", 40)),
+        lr=1e-3,
+        weight_decay=0.01,
+        batch_size=128,
+        patience=int(os.environ.get("BENCH_PATIENCE", 5)),
+        metric="recall@10",
+    )
+    results = {"lrurec": benchmark_retriever("lrurec", LRUREC, dataset, settings)}
+    print_report(dataset, results)
+    out = BENCH_RESULTS / f"{dataset}.json"
+    merged = read_json(out) if out.exists() else {}
+    merged.update({name: {**r, "settings": vars(settings)} for name, r in results.items()})
+    merged["environment"] = environment()
+    write_json(out, merged)
+    print(f"\nwritten to {out}")

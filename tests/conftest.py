@@ -1,0 +1,124 @@
+"""Shared fixtures: the prepared demo dataset and one end-to-end run of the demo workflow.
+
+Both are session-scoped: the dataset takes a few seconds to generate, the workflow about two
+minutes, and every test that needs them only reads them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqrerank.data.dataset import SequenceData, load_sequences
+from seqrerank.data.prepare import prepare_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+# The demo dataset's settings in config/demo.yaml (the generator's defaults are the demo's sizes).
+DEMO_SPEC = {
+    "source": "synthetic",
+    "min_rating": 3,
+    "require_title": True,
+    "min_uc": 5,
+    "min_sc": 5,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """The test machine has two cores shared with other work: with more than one intra-op
+    thread per process, torch spins against the other load and an epoch takes 20x longer."""
+    torch.set_num_threads(1)
+
+
+def snakemake_env() -> dict[str, str]:
+    """Environment of a Snakemake subprocess: one torch thread per job (see above), and the
+    virtualenv's bin first so the jobs' `python` is this interpreter."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_snakemake(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run Snakemake from the repository root; stdout and stderr together in ``.stdout``."""
+    return subprocess.run(
+        [str(SNAKEMAKE), *map(str, args)],
+        cwd=REPO,
+        env=snakemake_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def snakemake_cli():
+    """:func:`run_snakemake`, for tests that call the real command line."""
+    return run_snakemake
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The prepared demo dataset (train/val/test.txt, items.csv, ...)."""
+    root = tmp_path_factory.mktemp("demo_data")
+    prepare_dataset(DEMO_SPEC, root / "raw", root / "data")
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def demo_data(demo_dir: Path) -> SequenceData:
+    return load_sequences(demo_dir)
+
+
+@pytest.fixture
+def hand_data() -> SequenceData:
+    """Three users over items 1..9: full sequences 1 2 3 4 5 | 6 7 8 9 | 2 4 6 8."""
+    return SequenceData(
+        num_items=9,
+        train=[np.array([1, 2, 3]), np.array([6, 7]), np.array([2, 4])],
+        val=np.array([4, 8, 6]),
+        test=np.array([5, 9, 8]),
+    )
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    workdir: Path
+    output: str
+
+    @property
+    def results(self) -> Path:
+        return self.workdir / "results"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> WorkflowRun:
+    """`snakemake --configfile config/demo.yaml` run once, end to end, into a temporary
+    directory (so nothing lands in the repository's results/)."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    # Each model job gets one core, so two jobs share the machine's two cores.
+    set_threads = ["train_retriever=1", "train_reranker=1", "rerank=1"]
+    result = run_snakemake(
+        "--configfile",
+        "config/demo.yaml",
+        "--cores",
+        "2",
+        "--directory",
+        workdir,
+        "--set-threads",
+        *set_threads,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"the demo workflow failed:\n{result.stdout[-5000:]}")
+    return WorkflowRun(workdir, result.stdout)

@@ -1,0 +1,203 @@
+"""The shared training loop: early stopping, the best checkpoint, resuming, determinism."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seqrerank.data.dataset import SequenceData
+from seqrerank.evaluation import evaluate, retrieve
+from seqrerank.methods.base import Recommender
+from seqrerank.pipeline import build_model
+from seqrerank.training import TrainSettings, fit
+
+SMALL_LRUREC = {"hidden": 16, "blocks": 1, "dropout": 0.2, "max_len": 10}
+SETTINGS = TrainSettings(epochs=4, lr=2e-3, batch_size=64, patience=10, seed=7)
+
+
+class Interrupted(Exception):
+    """Stands for the job being killed part-way through an epoch."""
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> SequenceData:
+    """40 users with random sequences over 30 items: an epoch takes milliseconds."""
+    rng = np.random.default_rng(0)
+    train = [rng.integers(1, 31, size=rng.integers(3, 9)) for _ in range(40)]
+    return SequenceData(30, train, rng.integers(1, 31, 40), rng.integers(1, 31, 40))
+
+
+def new_model(data: SequenceData, seed: int = SETTINGS.seed) -> Recommender:
+    return build_model("lrurec", data, Path("."), SMALL_LRUREC, seed)
+
+
+def weights(model: Recommender) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in epoch.items() if k != "train_seconds"} for epoch in history]
+
+
+@dataclass
+class ScriptedValidation:
+    """A validation callback returning fixed scores epoch by epoch, keeping each epoch's
+    weights: the loop's decisions can then be checked against a known metric curve."""
+
+    scores: list[float]
+    metric: str = "ndcg@10"
+
+    def __post_init__(self) -> None:
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, model: Recommender) -> dict[str, float]:
+        self.snapshots.append(weights(model))
+        return {self.metric: self.scores[len(self.snapshots) - 1]}
+
+
+class CountingValidation:
+    """Full-ranking validation on val, as the workflow does; counts its calls and can
+    interrupt the run at a given call."""
+
+    def __init__(self, data: SequenceData, interrupt_at: int | None = None) -> None:
+        self.data, self.interrupt_at, self.calls = data, interrupt_at, 0
+
+    def __call__(self, model: Recommender) -> dict[str, float]:
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise Interrupted(f"interrupted in epoch {self.calls}")
+        return evaluate(retrieve(model, self.data, "val", top_k=20))
+
+
+# --- early stopping and the best epoch ------------------------------------------------------
+
+
+def test_training_stops_after_patience_epochs_without_improvement(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    # Best at epoch 2; epochs 3-5 do not improve (matching the best is no improvement).
+    validate = ScriptedValidation([0.1, 0.3, 0.2, 0.25, 0.3, 0.9, 0.9, 0.9])
+    settings = replace(SETTINGS, epochs=8, patience=3)
+    history = fit(new_model(tiny_data), tiny_data, settings, tmp_path, validate)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert [h["best"] for h in history] == [True, True, False, False, False]
+    assert len(validate.snapshots) == 5
+
+
+def test_training_runs_all_epochs_while_it_keeps_improving(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    validate = ScriptedValidation([0.1, 0.2, 0.3, 0.4])
+    history = fit(
+        new_model(tiny_data), tiny_data, replace(SETTINGS, patience=1), tmp_path, validate
+    )
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_training_leaves_the_model_with_the_best_epochs_weights(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    validate = ScriptedValidation([0.1, 0.5, 0.2, 0.3])
+    model = new_model(tiny_data)
+    fit(model, tiny_data, SETTINGS, tmp_path, validate)
+    assert same_weights(weights(model), validate.snapshots[1])
+    assert not same_weights(weights(model), validate.snapshots[-1])
+    assert not model.training
+
+
+def test_early_stopping_follows_the_configured_metric(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    validate = ScriptedValidation([0.5, 0.1, 0.1], metric="recall@5")
+    settings = replace(SETTINGS, epochs=3, patience=1, metric="recall@5")
+    history = fit(new_model(tiny_data), tiny_data, settings, tmp_path, validate)
+    assert [h["best"] for h in history] == [True, False]
+
+
+# --- resuming and determinism -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    history: list[dict]
+    weights: dict[str, torch.Tensor]
+
+
+def train_once(
+    data: SequenceData, checkpoint_dir: Path, validate: Callable, settings: TrainSettings = SETTINGS
+) -> Run:
+    model = new_model(data, settings.seed)
+    history = fit(model, data, settings, checkpoint_dir, validate)
+    return Run(history, weights(model))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(demo_data: SequenceData, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """Four epochs of a small LRURec on the demo data, in one go."""
+    checkpoints = tmp_path_factory.mktemp("uninterrupted")
+    return train_once(demo_data, checkpoints, CountingValidation(demo_data))
+
+
+def test_validation_metrics_change_over_the_epochs(uninterrupted: Run) -> None:
+    """Makes the comparisons below meaningful: each epoch's metrics differ."""
+    scores = [h["val"]["ndcg@10"] for h in uninterrupted.history]
+    assert len(scores) == 4 and len(set(scores)) == 4
+
+
+def test_resumed_training_matches_uninterrupted_training(
+    demo_data: SequenceData, uninterrupted: Run, tmp_path: Path
+) -> None:
+    with pytest.raises(Interrupted):
+        train_once(demo_data, tmp_path, CountingValidation(demo_data, interrupt_at=3))
+    validate = CountingValidation(demo_data)
+    resumed = train_once(demo_data, tmp_path, validate)
+    assert validate.calls == 2  # only epochs 3 and 4 were trained again
+    assert without_timing(resumed.history) == without_timing(uninterrupted.history)
+    assert same_weights(resumed.weights, uninterrupted.weights)
+
+
+def test_finished_training_is_not_repeated(
+    demo_data: SequenceData, uninterrupted: Run, tmp_path: Path
+) -> None:
+    train_once(demo_data, tmp_path, CountingValidation(demo_data))
+    validate = CountingValidation(demo_data)
+    again = train_once(demo_data, tmp_path, validate)
+    assert validate.calls == 0
+    assert without_timing(again.history) == without_timing(uninterrupted.history)
+    assert same_weights(again.weights, uninterrupted.weights)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    with pytest.raises(Interrupted):
+        train_once(tiny_data, tmp_path, CountingValidation(tiny_data, interrupt_at=3))
+    validate = CountingValidation(tiny_data)
+    run = train_once(tiny_data, tmp_path, validate, replace(SETTINGS, lr=1e-3))
+    assert validate.calls == SETTINGS.epochs
+    assert [h["epoch"] for h in run.history] == [1, 2, 3, 4]
+
+
+def test_two_runs_with_the_same_seed_are_identical(
+    demo_data: SequenceData, uninterrupted: Run, tmp_path: Path
+) -> None:
+    run = train_once(demo_data, tmp_path, CountingValidation(demo_data))
+    assert without_timing(run.history) == without_timing(uninterrupted.history)
+    assert same_weights(run.weights, uninterrupted.weights)
+
+
+def test_runs_with_different_seeds_differ(tiny_data: SequenceData, tmp_path: Path) -> None:
+    first = train_once(tiny_data, tmp_path / "a", CountingValidation(tiny_data))
+    second = train_once(
+        tiny_data, tmp_path / "b", CountingValidation(tiny_data), replace(SETTINGS, seed=8)
+    )
+    assert not same_weights(first.weights, second.weights)

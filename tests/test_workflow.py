@@ -1,0 +1,290 @@
+"""The Snakemake workflow through its real command line: the jobs a grid plans, the demo end to
+end (run once per session by the ``demo_run`` fixture), rerunning one cell, and a bad raw file.
+
+Dry runs are read from Snakemake's job listing (``rule <name>:`` blocks with a ``wildcards:``
+line), which names every wildcard of every job; the DOT of ``--dag`` leaves out the wildcards
+whose value is the same for all jobs of a rule, so it cannot tell cells apart reliably.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from seqrerank.metrics import METRIC_COLUMNS
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+BEAUTY = REPO.parent / "shared/data/amazon-beauty/Beauty.txt"
+DATA_FILES = ["train.txt", "val.txt", "test.txt", "items.csv", "stats.json"]
+COMPARISON_COLUMNS = ["dataset", "retriever", "reranker", "mode", "split", *METRIC_COLUMNS]
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job in Snakemake's job listing."""
+    jobs = []
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.MULTILINE)[1:]:
+        rule, _, body = block.partition(":\n")
+        match = re.search(r"^\s+wildcards: (.+)$", body, flags=re.MULTILINE)
+        wildcards = dict(p.split("=", 1) for p in match.group(1).split(", ")) if match else {}
+        jobs.append((rule, wildcards))
+    return jobs
+
+
+def jobs_of(jobs: list[tuple[str, dict[str, str]]], rule: str, *keys: str) -> Counter:
+    """How many jobs of ``rule`` there are per combination of the wildcards ``keys``."""
+    return Counter(tuple(w[k] for k in keys) for name, w in jobs if name == rule)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The first ``Job stats`` table: jobs per rule, and ``total``."""
+    table = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def dry_run(snakemake_cli, workdir: Path, config: dict[str, Any]) -> list:
+    """The jobs of `snakemake -n --forceall` for ``config``, run in ``workdir``."""
+    path = write_config(workdir / "config.yaml", config)
+    result = snakemake_cli("-n", "--forceall", "--directory", workdir, "--configfile", path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return planned_jobs(result.stdout)
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def synthetic(seed: int) -> dict[str, Any]:
+    return {"source": "synthetic", "synthetic": {"num_users": 50, "num_items": 40, "seed": seed}}
+
+
+# --- the planned grid -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_grid(snakemake_cli) -> list:
+    """The jobs of `snakemake -n` with the default config/config.yaml (Beauty, one seed)."""
+    result = snakemake_cli("-n", "--forceall")
+    assert result.returncode == 0, result.stdout[-3000:]
+    return planned_jobs(result.stdout)
+
+
+def test_default_grid_trains_each_retriever_once(default_grid: list) -> None:
+    trained = jobs_of(default_grid, "train_retriever", "dataset", "retriever", "seed")
+    assert trained == {("beauty", "popularity", "42"): 1, ("beauty", "lrurec", "42"): 1}
+
+
+def test_default_grid_trains_bert4rec_once_on_sequences(default_grid: list) -> None:
+    trained = jobs_of(default_grid, "train_reranker", "dataset", "reranker", "source", "seed")
+    assert trained == {("beauty", "bert4rec", "sequences", "42"): 1}
+
+
+def test_default_grid_reranks_every_cell_once(default_grid: list) -> None:
+    cells = jobs_of(default_grid, "rerank", "dataset", "reranker", "mode", "retriever", "seed")
+    assert cells == {
+        ("beauty", "bert4rec", "retrieval", "popularity", "42"): 1,
+        ("beauty", "bert4rec", "retrieval", "lrurec", "42"): 1,
+        ("beauty", "bert4rec", "ground_truth", "none", "42"): 1,
+    }
+
+
+def test_default_grid_samples_ground_truth_candidates_once(default_grid: list) -> None:
+    assert jobs_of(default_grid, "ground_truth_candidates", "dataset", "seed") == {
+        ("beauty", "42"): 1
+    }
+
+
+def test_default_grid_prepares_the_data_once_and_aggregates_once(default_grid: list) -> None:
+    assert jobs_of(default_grid, "prepare_data", "dataset") == {("beauty",): 1}
+    assert jobs_of(default_grid, "download_raw", "filename") == {
+        ("ratings_Beauty.csv",): 1,
+        ("meta_Beauty.json.gz",): 1,
+    }
+    assert jobs_of(default_grid, "aggregate") == {(): 1}
+
+
+def test_grid_of_two_datasets_and_two_seeds_has_one_job_per_cell(
+    tmp_path: Path, snakemake_cli
+) -> None:
+    config = {
+        "run": "grid",
+        "seeds": [1, 2],
+        "datasets": {"a": synthetic(1), "b": synthetic(2)},
+        "retrievers": ["popularity", "lrurec"],
+        "rerankers": ["bert4rec"],
+    }
+    jobs = dry_run(snakemake_cli, tmp_path, config)
+    pairs = {(d, s) for d in "ab" for s in "12"}
+    assert jobs_of(jobs, "prepare_data", "dataset") == {("a",): 1, ("b",): 1}
+    assert jobs_of(jobs, "train_retriever", "dataset", "seed", "retriever") == {
+        (d, s, r): 1 for d, s in pairs for r in ("popularity", "lrurec")
+    }
+    # BERT4Rec trains on sequences: one model per dataset and seed, not one per retriever.
+    assert jobs_of(jobs, "train_reranker", "dataset", "seed", "source") == {
+        (d, s, "sequences"): 1 for d, s in pairs
+    }
+    assert jobs_of(jobs, "ground_truth_candidates", "dataset", "seed") == {p: 1 for p in pairs}
+    assert jobs_of(jobs, "rerank", "dataset", "seed", "mode", "retriever") == {
+        (d, s, m, r): 1
+        for d, s in pairs
+        for m, r in [("retrieval", "popularity"), ("retrieval", "lrurec"), ("ground_truth", "none")]
+    }
+
+
+def test_grid_without_ground_truth_mode_samples_no_ground_truth_candidates(
+    tmp_path: Path, snakemake_cli
+) -> None:
+    config = {
+        "run": "grid",
+        "datasets": {"a": synthetic(1)},
+        "retrievers": ["popularity"],
+        "rerankers": ["bert4rec"],
+        "modes": ["retrieval"],
+    }
+    jobs = dry_run(snakemake_cli, tmp_path, config)
+    assert jobs_of(jobs, "ground_truth_candidates") == {}
+    assert jobs_of(jobs, "rerank", "mode", "retriever") == {("retrieval", "popularity"): 1}
+
+
+def test_a_config_on_the_command_line_replaces_the_default_one(snakemake_cli) -> None:
+    """From the repository root, the demo must not inherit config.yaml's Beauty dataset."""
+    result = snakemake_cli("-n", "--forceall", "--configfile", "config/demo.yaml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    jobs = planned_jobs(result.stdout)
+    assert jobs_of(jobs, "prepare_data", "dataset") == {("demo",): 1}
+    assert jobs_of(jobs, "download_raw") == {}
+
+
+def test_sequences_dataset_reads_its_local_file(tmp_path: Path, snakemake_cli) -> None:
+    if not BEAUTY.exists():
+        pytest.skip(f"{BEAUTY} is not available")
+    config = {
+        "run": "beauty",
+        "datasets": {"beauty": {"source": "sequences", "path": str(BEAUTY)}},
+        "retrievers": ["popularity"],
+    }
+    path = write_config(tmp_path / "c.yaml", config)
+    result = snakemake_cli("-n", "--forceall", "--directory", tmp_path, "--configfile", path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    prepare = result.stdout.split("rule prepare_data:", 1)[1].split("\n\n", 1)[0]
+    assert str(BEAUTY) in prepare
+    assert jobs_of(planned_jobs(result.stdout), "download_raw") == {}
+
+
+# --- the demo, end to end -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def comparison(demo_run) -> pd.DataFrame:
+    return pd.read_csv(demo_run.results / "demo/comparison.csv")
+
+
+def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFrame) -> None:
+    cells = [
+        ("popularity", "none", "retrieval"),
+        ("lrurec", "none", "retrieval"),
+        ("popularity", "bert4rec", "retrieval"),
+        ("lrurec", "bert4rec", "retrieval"),
+        ("none", "bert4rec", "ground_truth"),
+    ]
+    expected = sorted(("demo", *cell, split) for cell in cells for split in ("val", "test"))
+    rows = comparison[["dataset", "retriever", "reranker", "mode", "split"]]
+    assert sorted(rows.itertuples(index=False, name=None)) == expected
+
+
+def test_demo_comparison_columns(comparison: pd.DataFrame) -> None:
+    assert list(comparison.columns) == [*COMPARISON_COLUMNS, "seeds"]
+    assert (comparison["seeds"] == 1).all()
+    assert comparison[list(METRIC_COLUMNS)].notna().all().all()
+
+
+def test_demo_lrurec_retrieves_better_than_popularity(comparison: pd.DataFrame) -> None:
+    val = comparison[(comparison["split"] == "val") & (comparison["reranker"] == "none")]
+    ndcg = dict(zip(val["retriever"], val["ndcg@10"], strict=True))
+    assert ndcg["lrurec"] > ndcg["popularity"]
+
+
+def test_demo_ground_truth_lists_always_hold_the_target(comparison: pd.DataFrame) -> None:
+    ground_truth = comparison[comparison["mode"] == "ground_truth"]
+    assert (ground_truth["hit@20"] == 1.0).all()  # 20 candidates, the target among them
+
+
+def test_demo_comparison_markdown_has_a_row_per_cell(demo_run, comparison) -> None:
+    lines = (demo_run.results / "demo/comparison.md").read_text().splitlines()
+    assert lines[0] == "| " + " | ".join([*COMPARISON_COLUMNS, "seeds"]) + " |"
+    assert len(lines) == 2 + len(comparison)
+
+
+def test_demo_trains_bert4rec_once_for_all_cells(demo_run) -> None:
+    models = sorted(
+        p.name for p in (demo_run.results / "demo/rerank/bert4rec").glob("trained_on_*")
+    )
+    assert models == ["trained_on_sequences"]
+
+
+def test_rerunning_one_cell_by_its_output_file_reruns_only_that_job(
+    demo_run, snakemake_cli
+) -> None:
+    cell = demo_run.results / "demo/rerank/bert4rec/retrieval/popularity/seed42"
+    model = demo_run.results / "demo/rerank/bert4rec/trained_on_sequences/seed42/model.pt"
+    other_cell = demo_run.results / "demo/rerank/bert4rec/retrieval/lrurec/seed42/metrics.json"
+    before = json.loads((cell / "metrics.json").read_text())
+    untouched = {path: path.stat().st_mtime_ns for path in (model, other_cell)}
+    (cell / "metrics.json").unlink()
+
+    target = (cell / "metrics.json").relative_to(demo_run.workdir)
+    result = snakemake_cli(
+        "--configfile", "config/demo.yaml", "--cores", "1", "--directory", demo_run.workdir, target
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert job_stats(result.stdout) == {"rerank": 1, "total": 1}
+    assert json.loads((cell / "metrics.json").read_text()) == before
+    assert {path: path.stat().st_mtime_ns for path in untouched} == untouched
+
+
+# --- a malformed raw file -----------------------------------------------------------------------
+
+
+def test_malformed_ratings_file_fails_with_its_line_in_the_rule_log(
+    tmp_path: Path, snakemake_cli
+) -> None:
+    ratings, meta = tmp_path / "ratings_Bad.csv", tmp_path / "meta_Bad.json.gz"
+    ratings.write_text("A1,B1,5.0,100\nA1,B2,4.0,101\nA1,B3,5.0\nA2,B1,4.0,102\n")
+    with gzip.open(meta, "wt") as f:
+        f.writelines(repr({"asin": f"B{i}", "title": f"Item {i}"}) + "\n" for i in (1, 2, 3))
+    config = {
+        "run": "bad",
+        "datasets": {
+            "broken": {
+                "source": "amazon",
+                "category": "Bad",
+                "ratings": str(ratings),
+                "meta": str(meta),
+            }
+        },
+        "retrievers": ["popularity"],
+    }
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    path = write_config(tmp_path / "bad.yaml", config)
+    result = snakemake_cli("--configfile", path, "--cores", "1", "--directory", workdir)
+
+    assert result.returncode != 0
+    assert "Error in rule prepare_data" in result.stdout
+    assert "results/broken/logs/prepare_data.log" in result.stdout
+    log = (workdir / "results/broken/logs/prepare_data.log").read_text()
+    assert f"{ratings}:3: expected 4 comma-separated fields" in log
+    assert "got 3" in log
+    data_dir = workdir / "results/broken/data"
+    assert not any((data_dir / name).exists() for name in DATA_FILES)
+    assert not data_dir.exists() or not any(data_dir.iterdir())  # no half-written files either
