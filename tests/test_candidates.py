@@ -23,7 +23,9 @@ from seqrerank.methods.popularity import Popularity
 
 def popularity(counts: list[float]) -> Popularity:
     """A real Popularity model whose item counts (index 0 = padding) are set by hand."""
-    return Popularity(len(counts) - 1, torch.tensor(counts, dtype=torch.float32))
+    model = Popularity(len(counts) - 1)
+    model.counts.copy_(torch.tensor(counts, dtype=torch.float32))
+    return model
 
 
 def candidate_lists(items: list[list[int]], data: SequenceData, split: str = "val") -> RankedLists:

@@ -16,14 +16,16 @@ from seqrerank.methods.base import Recommender
 class Popularity(Recommender):
     trainable = False
 
-    def __init__(self, num_items: int, counts: torch.Tensor | None = None):
+    def __init__(self, num_items: int):
         super().__init__()
-        self.register_buffer("counts", counts if counts is not None else torch.zeros(num_items + 1))
+        self.register_buffer("counts", torch.zeros(num_items + 1))
 
     @classmethod
     def from_data(cls, data: SequenceData, data_dir: Path, **params: Any) -> Popularity:
+        model = cls(data.num_items, **params)
         counts = np.bincount(np.concatenate(data.train), minlength=data.num_items + 1)
-        return cls(data.num_items, torch.as_tensor(counts, dtype=torch.float32), **params)
+        model.counts.copy_(torch.as_tensor(counts))
+        return model
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         return self.counts.expand(len(users), -1)
