@@ -1,7 +1,8 @@
 rule aggregate:
     """The comparison table over the whole grid: results/<run>/comparison.{csv,md}."""
     input:
-        [cell["metrics"] for cell in grid_cells()],
+        metrics=[cell["metrics"] for cell in grid_cells()],
+        ranks=[cell["metrics"].rsplit("/", 1)[0] + "/ranks.csv" for cell in grid_cells()],
     output:
         csv=f"results/{RUN}/comparison.csv",
         markdown=f"results/{RUN}/comparison.md",

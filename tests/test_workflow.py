@@ -203,7 +203,7 @@ def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFram
 
 
 def test_demo_comparison_columns(comparison: pd.DataFrame) -> None:
-    assert list(comparison.columns) == [*COMPARISON_COLUMNS, "seeds"]
+    assert list(comparison.columns) == [*COMPARISON_COLUMNS, "seeds", "p_ndcg@10_vs_stage1"]
     assert (comparison["seeds"] == 1).all()
     assert comparison[list(METRIC_COLUMNS)].notna().all().all()
 
@@ -221,8 +221,11 @@ def test_demo_ground_truth_lists_always_hold_the_target(comparison: pd.DataFrame
 
 def test_demo_comparison_markdown_has_a_row_per_cell(demo_run, comparison) -> None:
     lines = (demo_run.results / "demo/comparison.md").read_text().splitlines()
-    assert lines[0] == "| " + " | ".join([*COMPARISON_COLUMNS, "seeds"]) + " |"
-    assert len(lines) == 2 + len(comparison)
+    header = [*COMPARISON_COLUMNS, "seeds", "p_ndcg@10_vs_stage1"]
+    assert lines[0] == "| " + " | ".join(header) + " |"
+    table_rows = [line for line in lines[2:] if line.startswith("| ")]
+    assert len(table_rows) == len(comparison)
+    assert lines[-1].startswith("† ndcg@10 differs from the Stage 1 row")
 
 
 def test_demo_trains_bert4rec_once_for_all_cells(demo_run) -> None:

@@ -4,7 +4,7 @@ from seqrerank.console import configure_logging
 configure_logging(snakemake.log[0])
 write_comparison(
     snakemake.params.cells,
-    list(snakemake.input),
+    list(snakemake.input.metrics),
     csv_path=snakemake.output.csv,
     markdown_path=snakemake.output.markdown,
 )
