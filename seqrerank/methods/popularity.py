@@ -21,7 +21,9 @@ class Popularity(Recommender):
         self.register_buffer("counts", counts if counts is not None else torch.zeros(num_items + 1))
 
     @classmethod
-    def from_data(cls, data: SequenceData, data_dir: Path, **params: Any) -> Popularity:
+    def from_data(
+        cls, data: SequenceData, data_dir: Path, features: Any = None, **params: Any
+    ) -> Popularity:
         counts = np.bincount(np.concatenate(data.train), minlength=data.num_items + 1)
         return cls(data.num_items, torch.as_tensor(counts, dtype=torch.float32), **params)
 
