@@ -3,7 +3,7 @@
 import re
 
 from seqrerank.config import model_params, training_settings
-from seqrerank.registry import method_spec
+from seqrerank.registry import FEATURE_SOURCES, MODALITIES, method_spec
 
 RUN = config["run"]
 DATASETS = list(config["datasets"])
@@ -18,6 +18,7 @@ GROUND_TRUTH = "results/{dataset}/candidates/ground_truth/seed{seed}.csv"
 RETRIEVAL = "results/{dataset}/retrieval/{retriever}/seed{seed}"
 RERANK_MODEL = "results/{dataset}/rerank/{reranker}/trained_on_{source}/seed{seed}"
 RERANK_CELL = "results/{dataset}/rerank/{reranker}/{mode}/{retriever}/seed{seed}"
+FEATURES = "results/{dataset}/features/{feature}.pt"
 LOGS = "results/{dataset}/logs"
 BENCHMARKS = "results/{dataset}/benchmarks"
 # Keyed by input/output name ("items" is reserved by Snakemake).
@@ -40,6 +41,7 @@ wildcard_constraints:
     reranker=_one_of(RERANKERS) if RERANKERS else "(?!)",
     mode=_one_of(MODES),
     source=_one_of(["sequences", "ground_truth", *RETRIEVERS]),
+    feature=_one_of(MODALITIES),
     seed=r"\d+",
     filename=r"[^/]+",
 
@@ -77,6 +79,39 @@ def download_source(wildcards):
             f"datasets.{wildcards.dataset}.download has no entry for {wildcards.filename!r}"
         )
     return downloads[wildcards.filename]
+
+
+# ---- item features -----------------------------------------------------------------------------
+
+
+def dataset_modalities(dataset):
+    """The item features a dataset provides, by its settings."""
+    spec = config["datasets"][dataset]
+    provided = {"image": spec["use_image"], "text": spec["use_text"], "attributes": "attributes" in spec}
+    return [modality for modality in MODALITIES if provided[modality]]
+
+
+def feature_inputs(method_wildcard):
+    """The feature files a method reads (its registry entry's features that the dataset
+    provides), as named inputs ``<modality>_features``."""
+
+    def inputs(wildcards):
+        method = getattr(wildcards, method_wildcard)
+        wanted = method_spec(method).features
+        if not wanted:
+            return {}
+        chosen = [m for m in dataset_modalities(wildcards.dataset) if m in wanted]
+        if not chosen:
+            options = "; or ".join(f"{m}: datasets.{wildcards.dataset}.{FEATURE_SOURCES[m]}" for m in wanted)
+            raise ValueError(
+                f"{method} needs item features and dataset {wildcards.dataset} provides none. "
+                f"Enable one in the config: {options}"
+            )
+        return {
+            f"{m}_features": FEATURES.format(dataset=wildcards.dataset, feature=m) for m in chosen
+        }
+
+    return inputs
 
 
 # ---- candidates and models --------------------------------------------------------------------

@@ -2,6 +2,7 @@ rule train_reranker:
     """Stage 2 training. Rerankers trained on sequences (BERT4Rec) get one model per dataset and
     seed, shared by both candidate modes and every retriever."""
     input:
+        unpack(feature_inputs("reranker")),
         **data_files("{dataset}"),
     output:
         model=f"{RERANK_MODEL}/model.pt",
@@ -28,6 +29,7 @@ rule train_reranker:
 rule rerank:
     """One cell of the grid: rerank the candidates of a mode and evaluate on val and test."""
     input:
+        unpack(feature_inputs("reranker")),
         **data_files("{dataset}"),
         model=cell_model,
         candidates=cell_candidates,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from seqrerank.candidates import (
 )
 from seqrerank.data.dataset import EVAL_SPLITS, SPLITS, SequenceData, load_sequences
 from seqrerank.evaluation import evaluate, rerank, retrieve
+from seqrerank.features import load_feature_files
 from seqrerank.io import atomic_path, write_json
 from seqrerank.methods.base import Recommender, check_params
 from seqrerank.metrics import format_metrics_table, metrics_from_ranks, target_ranks
@@ -30,12 +32,19 @@ log = logging.getLogger("seqrerank")
 
 
 def build_model(
-    method: str, data: SequenceData, data_dir: Path, params: dict[str, Any], seed: int
+    method: str,
+    data: SequenceData,
+    data_dir: Path,
+    params: dict[str, Any],
+    seed: int,
+    features: Mapping[str, Path] | None = None,
 ) -> Recommender:
+    """``features``: the item feature files (by modality) of the method's registry entry."""
     cls = load_method(method)
     check_params(cls, params, where=f"config methods.{method}.model")
+    loaded = load_feature_files(features or {}, data.num_items)
     seed_everything(seed)
-    return cls.from_data(data, Path(data_dir), **params)
+    return cls.from_data(data, Path(data_dir), features=loaded, **params)
 
 
 def save_model(model: Recommender, method: str, params: dict[str, Any], path: Path) -> None:
@@ -43,9 +52,11 @@ def save_model(model: Recommender, method: str, params: dict[str, Any], path: Pa
         torch.save({"method": method, "params": params, "state_dict": model.state_dict()}, tmp)
 
 
-def load_model(path: Path, data: SequenceData, data_dir: Path) -> Recommender:
+def load_model(
+    path: Path, data: SequenceData, data_dir: Path, features: Mapping[str, Path] | None = None
+) -> Recommender:
     saved = torch.load(path, weights_only=False)
-    model = build_model(saved["method"], data, data_dir, saved["params"], seed=0)
+    model = build_model(saved["method"], data, data_dir, saved["params"], seed=0, features=features)
     model.load_state_dict(saved["state_dict"])
     return model.eval()
 
@@ -62,10 +73,11 @@ def train(
     params: dict[str, Any],
     settings: TrainSettings,
     checkpoint_dir: Path,
+    features: Mapping[str, Path] | None = None,
 ) -> tuple[Recommender, SequenceData, list[dict]]:
     """Build and train a method on a prepared dataset, validating by full ranking on val."""
     data = load_sequences(data_dir)
-    model = build_model(method, data, data_dir, params, settings.seed)
+    model = build_model(method, data, data_dir, params, settings.seed, features)
     history: list[dict] = []
     if model.trainable:
         history = fit(
@@ -91,12 +103,13 @@ def run_retriever(
     metrics_path: Path,
     ranks_path: Path,
     checkpoint_dir: Path,
+    features: Mapping[str, Path] | None = None,
     threads: int | None = None,
 ) -> dict:
     """Stage 1: train, then export the top-``top_k`` candidates of every user for the train,
     val and test tasks, with the val/test metrics."""
     use_threads(threads)
-    model, data, history = train(method, data_dir, params, settings, checkpoint_dir)
+    model, data, history = train(method, data_dir, params, settings, checkpoint_dir, features)
     lists = [retrieve(model, data, split, top_k) for split in SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists if part.split in EVAL_SPLITS}
     save_model(model, method, params, model_path)
@@ -117,10 +130,11 @@ def run_reranker_training(
     model_path: Path,
     history_path: Path,
     checkpoint_dir: Path,
+    features: Mapping[str, Path] | None = None,
     threads: int | None = None,
 ) -> None:
     use_threads(threads)
-    model, _, history = train(method, data_dir, params, settings, checkpoint_dir)
+    model, _, history = train(method, data_dir, params, settings, checkpoint_dir, features)
     save_model(model, method, params, model_path)
     write_json(history_path, history)
 
@@ -142,12 +156,13 @@ def run_rerank(
     metrics_path: Path,
     ranks_path: Path,
     label: str,
+    features: Mapping[str, Path] | None = None,
     threads: int | None = None,
 ) -> dict:
     """Stage 2: rerank the first ``top_k`` candidates of every val/test user."""
     use_threads(threads)
     data = load_sequences(data_dir)
-    model = load_model(model_path, data, data_dir)
+    model = load_model(model_path, data, data_dir, features)
     candidates = read_ranked_lists(candidates_path)
     lists = [rerank(model, data, candidates[split].head(top_k)) for split in EVAL_SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists}

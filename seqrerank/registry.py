@@ -19,11 +19,26 @@ class MethodSpec:
     """What training consumes. A reranker that trains on ``sequences`` is trained once per
     dataset and serves both candidate modes; one that trains on ``candidates`` is trained per
     candidate source (ground truth, or each retriever), because its training examples differ."""
+    features: tuple[str, ...] = ()
+    """Item features (modalities) the method reads; the workflow builds those of them that the
+    dataset provides and passes them to ``from_data``."""
+
+
+# Item features, and the dataset setting that provides each (for error messages).
+MODALITIES = ("image", "text", "attributes")
+FEATURE_SOURCES = {
+    "image": "use_image: true (with images_dir or image URLs in the metadata)",
+    "text": "use_text: true (item text comes from the metadata)",
+    "attributes": "attributes: <item -> attribute ids JSON> (source: sequences)",
+}
 
 
 RETRIEVERS: dict[str, MethodSpec] = {
     "popularity": MethodSpec("seqrerank.methods.popularity:Popularity", trains_on="nothing"),
     "lrurec": MethodSpec("seqrerank.methods.lrurec:LRURec"),
+    "vbpr": MethodSpec("seqrerank.methods.vbpr:VBPR", features=MODALITIES),
+    "mmgcn": MethodSpec("seqrerank.methods.mmgcn:MMGCN", features=MODALITIES),
+    "bm3": MethodSpec("seqrerank.methods.bm3:BM3", features=MODALITIES),
 }
 
 RERANKERS: dict[str, MethodSpec] = {

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from seqrerank.console import configure_logging
+from seqrerank.features import feature_inputs
 from seqrerank.pipeline import run_rerank
 
 configure_logging(snakemake.log[0])
@@ -13,5 +14,6 @@ run_rerank(
     metrics_path=snakemake.output.metrics,
     ranks_path=snakemake.output.ranks,
     label=snakemake.params.label,
+    features=feature_inputs(snakemake.input),
     threads=snakemake.threads,
 )

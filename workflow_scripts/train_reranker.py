@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from seqrerank.console import configure_logging
+from seqrerank.features import feature_inputs
 from seqrerank.pipeline import run_reranker_training
 from seqrerank.training import TrainSettings
 
@@ -13,5 +14,6 @@ run_reranker_training(
     model_path=snakemake.output.model,
     history_path=snakemake.output.history,
     checkpoint_dir=snakemake.params.checkpoint_dir,
+    features=feature_inputs(snakemake.input),
     threads=snakemake.threads,
 )

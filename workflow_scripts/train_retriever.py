@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from seqrerank.console import configure_logging
+from seqrerank.features import feature_inputs
 from seqrerank.pipeline import run_retriever
 from seqrerank.training import TrainSettings
 
@@ -18,5 +19,6 @@ run_retriever(
     metrics_path=out.metrics,
     ranks_path=out.ranks,
     checkpoint_dir=snakemake.params.checkpoint_dir,
+    features=feature_inputs(snakemake.input),
     threads=snakemake.threads,
 )

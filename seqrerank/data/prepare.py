@@ -5,8 +5,10 @@ Outputs in ``out_dir`` (each written atomically):
 * ``train.txt``: ``user item item ...`` per user (all but the last two items),
 * ``val.txt`` / ``test.txt``: ``user item`` (the second-to-last / last item),
 * ``items.csv``: ``item_id,original_id,title,text,image[,attributes]``, sorted by item_id,
-* ``images/<item_id>.png``: RGB, long side at most 448 px,
-* ``stats.json``: final counts and the counts after each filter step.
+* ``images/<item_id>.png``: RGB, long side at most 448 px, from ``images_dir`` or (with
+  ``use_image``) downloaded from the metadata's image URLs,
+* ``stats.json``: final counts, the counts after each filter step, and how many items lack an
+  image or text.
 
 Users and items are numbered from 1 (0 stays free for padding).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ import pandas as pd
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from seqrerank.data.images import MAX_IMAGE_SIDE, fetch_images, to_rgb
 from seqrerank.data.sources import (
     read_amazon_meta,
     read_item_attributes,
@@ -38,7 +42,6 @@ from seqrerank.io import atomic_path, write_json, write_text
 log = logging.getLogger("seqrerank.data")
 
 MIN_LENGTH = 3  # leave-one-out needs a training item besides the validation and test items
-MAX_IMAGE_SIDE = 448
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 
 
@@ -56,24 +59,39 @@ def prepare_dataset(
 
     Relative paths in ``spec`` are taken from the working directory. ``seed`` only seeds the
     synthetic generator (unless ``spec["synthetic"]`` sets one); the preparation itself is
-    deterministic. ``missing_images`` counts items without a usable image in ``images_dir``
-    (0 when there is no images_dir).
+    deterministic. ``missing_images`` counts the kept items without a usable image (0 when the
+    source has no images at all), ``missing_text`` those without text.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     source = load_source(spec, raw_dir, seed)
-    interactions, steps = filter_interactions(
-        source.interactions,
-        source.meta,
-        min_rating=float(spec.get("min_rating", 0.0)),
-        min_uc=int(spec.get("min_uc", 5)),
-        min_sc=int(spec.get("min_sc", 5)),
-        require_title=bool(spec.get("require_title", False)),
-    )
-    interactions, original_items = reindex(interactions)
+    filters = {
+        "min_rating": float(spec.get("min_rating", 0.0)),
+        "min_uc": int(spec.get("min_uc", 5)),
+        "min_sc": int(spec.get("min_sc", 5)),
+        "require_title": bool(spec.get("require_title", False)),
+    }
+    interactions, steps = filter_interactions(source.interactions, source.meta, **filters)
+    found = find_images(source, interactions["item"].unique(), raw_dir, spec)
+    # With require_image, items whose image turns out unreadable are dropped and the filters
+    # rerun (k-core may drop more), until every kept item has an image.
+    usable = set(found) if spec.get("require_image") else None
+    while True:
+        if usable is not None:
+            interactions, steps = filter_interactions(
+                source.interactions, source.meta, **filters, image_items=usable
+            )
+        interactions, original_items = reindex(interactions)
+        images = prepare_images(original_items, found, out_dir)
+        unreadable = {item for item, image in zip(original_items, images, strict=True) if not image}
+        if usable is None or not unreadable:
+            break
+        usable -= unreadable
     sequences = user_sequences(interactions)
-    images = prepare_images(original_items, source.images_dir, out_dir)
     items = item_table(original_items, source.meta, images)
-    missing_images = images.count("") if source.images_dir else 0
+    missing_images = images.count("") if found else 0
+    missing_text = int((items["text"] == "").sum())
+    if missing_images:
+        log.warning("%d of %d items have no usable image", missing_images, len(items))
 
     write_splits(out_dir, sequences)
     with atomic_path(out_dir / "items.csv") as tmp:
@@ -84,6 +102,7 @@ def prepare_dataset(
         "interactions": len(interactions),
         "avg_length": round(len(interactions) / len(sequences), 4),
         "missing_images": missing_images,
+        "missing_text": missing_text,
         "filters": steps,
         "source": spec["source"],
     }
@@ -176,8 +195,11 @@ def filter_interactions(
     min_uc: int = 5,
     min_sc: int = 5,
     require_title: bool = False,
+    image_items: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Apply the filters in LlamaRec's order; return the rest and the counts after each step.
+
+    ``image_items`` (require_image) keeps only the items in it, before the k-core.
 
     Every step is recorded, even when its setting makes it a no-op, so stats compare easily.
     The filters narrow a row mask over integer codes: grouping millions of strings is slow.
@@ -209,6 +231,13 @@ def filter_interactions(
         f"the require_title filter (require_title={require_title})",
         "set require_title to false or check the item titles",
     )
+    if image_items is not None:
+        keep &= interactions["item"].isin(image_items).to_numpy()
+        record(
+            "require_image",
+            "the require_image filter",
+            "set require_image to false, or check images_dir and the image URLs (use_image)",
+        )
     keep = k_core(users, items, keep, min_uc, min_sc)
     record("k_core", f"the k-core filter (min_uc={min_uc}, min_sc={min_sc})", "lower min_uc/min_sc")
     keep &= _kept_per_row(users, keep) >= MIN_LENGTH
@@ -313,20 +342,38 @@ def item_table(
     return items[["item_id", "original_id", "title", "text", "image", *extra]]
 
 
-def prepare_images(original_items: list[str], images_dir: Path | None, out_dir: Path) -> list[str]:
+def find_images(
+    source: Source, candidates: Collection[str], raw_dir: Path, spec: dict[str, Any]
+) -> dict[str, Path]:
+    """The image file of each candidate item (original id) that has one: from ``images_dir``,
+    and with ``use_image`` downloaded from its image URL when it has no local image."""
+    found = _index_images(source.images_dir) if source.images_dir else {}
+    found = {item: found[item] for item in candidates if item in found}
+    if spec.get("use_image"):
+        urls = {}
+        if source.meta is not None:
+            urls = source.meta.drop_duplicates("item").set_index("item")["image_url"].to_dict()
+        missing = {item: urls[item] for item in candidates if item not in found and urls.get(item)}
+        if not found and not missing:
+            raise ValueError(
+                "use_image is set but no item has an image: give the dataset an `images_dir` "
+                "of <item id>.<ext> files, or metadata with image URLs (imUrl)"
+            )
+        found |= fetch_images(missing, raw_dir / "images")
+    absent = len(candidates) - len(found)
+    if found and absent:
+        log.warning("%d of %d items have no image file", absent, len(candidates))
+    return found
+
+
+def prepare_images(original_items: list[str], found: dict[str, Path], out_dir: Path) -> list[str]:
     """Convert each item's image to ``images/<item_id>.png``; return paths relative to out_dir
     ("" for items without a readable image)."""
-    if images_dir is None:
-        return [""] * len(original_items)
-    found = _index_images(images_dir)
     paths = []
     for item_id, original in enumerate(original_items, 1):
         relative = f"images/{item_id}.png"
         src = found.get(original)
         paths.append(relative if src and convert_image(src, out_dir / relative) else "")
-    absent = sum(original not in found for original in original_items)
-    if absent:
-        log.warning("%d of %d items have no image in %s", absent, len(original_items), images_dir)
     return paths
 
 
@@ -350,7 +397,7 @@ def convert_image(src: Path, dst: Path) -> bool:
         return True
     try:
         with Image.open(src) as image:
-            rgb = _to_rgb(image)
+            rgb = to_rgb(image)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         log.warning("unreadable image %s (%s); the item gets no image", src, e)
         return False
@@ -360,16 +407,6 @@ def convert_image(src: Path, dst: Path) -> bool:
     with atomic_path(dst) as tmp:
         rgb.save(tmp, format="PNG", pnginfo=info)
     return True
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB copy; transparent areas become white rather than whatever colour they hide."""
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 def _is_current(dst: Path, src: Path, source: str) -> bool:

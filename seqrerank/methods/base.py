@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from seqrerank.data.dataset import SequenceData
+from seqrerank.features import ItemFeatures
 
 
 class Recommender(nn.Module):
@@ -25,8 +26,15 @@ class Recommender(nn.Module):
     trainable = True
 
     @classmethod
-    def from_data(cls, data: SequenceData, data_dir: Path, **params: Any) -> Recommender:
-        """Build the model for a dataset; ``params`` are ``methods.<name>.model`` in config."""
+    def from_data(
+        cls,
+        data: SequenceData,
+        data_dir: Path,
+        features: Mapping[str, ItemFeatures] | None = None,
+        **params: Any,
+    ) -> Recommender:
+        """Build the model for a dataset; ``params`` are ``methods.<name>.model`` in config and
+        ``features`` the item features (by modality) that the method's registry entry asks for."""
         return cls(num_items=data.num_items, **params)
 
     def training_batches(
@@ -53,12 +61,12 @@ class Recommender(nn.Module):
 
 def check_params(cls: type, params: dict[str, Any], where: str) -> None:
     """Fail with the valid names when config passes a parameter the model does not take."""
+    # Parameters without a default (num_items, ...) come from the data, not from config.
     signature = inspect.signature(cls.__init__).parameters.values()
     accepted = [
         p.name
         for p in signature
-        if p.name not in ("self", "num_items")
-        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        if p.default is not p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     unknown = sorted(set(params) - set(accepted))
     if unknown:

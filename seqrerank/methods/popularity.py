@@ -21,7 +21,9 @@ class Popularity(Recommender):
         self.register_buffer("counts", torch.zeros(num_items + 1))
 
     @classmethod
-    def from_data(cls, data: SequenceData, data_dir: Path, **params: Any) -> Popularity:
+    def from_data(
+        cls, data: SequenceData, data_dir: Path, features: Any = None, **params: Any
+    ) -> Popularity:
         model = cls(data.num_items, **params)
         counts = np.bincount(np.concatenate(data.train), minlength=data.num_items + 1)
         model.counts.copy_(torch.as_tensor(counts))

@@ -1,0 +1,140 @@
+"""MMGCN: multi-modal graph convolution network (Wei et al., ACM MM 2019).
+
+Each modality (image, text, attributes) has its own graph convolution branch over the user-item
+training graph. A branch starts from the users' preference vectors in that modality and the
+items' projected features, and at every layer combines
+
+* the neighbours' messages: h = leaky_relu(mean over neighbours of W x_j),
+* the node's own representation plus its ID embedding: x_hat = leaky_relu(W' x) + id,
+
+as x <- leaky_relu(W'' h + x_hat). A node's representation is the mean of its branches' outputs;
+a user's score for an item is the dot product. Trained with BPR on sampled negatives, with L2
+regularisation of the ID embeddings and preferences in play.
+
+Unlike the reference implementation, whose ID embeddings and user preferences are plain tensors
+that the optimiser never sees, both are parameters here, so they train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqrerank.data.dataset import SequenceData
+from seqrerank.features import ItemFeatures, require_features
+from seqrerank.graph import bipartite_adjacency, interaction_batches
+from seqrerank.methods.base import Recommender
+
+
+class GraphConv(nn.Module):
+    """Linear message, aggregated over neighbours by the normalised adjacency (PyG's
+    ``forward(x, edges)`` convention, with the sparse adjacency standing for the edges)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        return adjacency @ self.linear(x)
+
+
+class ModalityBranch(nn.Module):
+    """The graph convolutions of one modality, from user preferences and item features."""
+
+    def __init__(self, num_users: int, feature_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_users + 1, hidden)))
+        self.project = nn.Linear(feature_dim, hidden)
+        self.convs = nn.ModuleList(GraphConv(hidden, hidden) for _ in range(layers))
+        self.self_linears = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+        self.combines = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+
+    def forward(
+        self, features: torch.Tensor, id_embedding: torch.Tensor, adjacency: torch.Tensor
+    ) -> torch.Tensor:
+        x = F.normalize(torch.cat([self.preference, self.project(features)]), dim=-1)
+        for conv, self_linear, combine in zip(
+            self.convs, self.self_linears, self.combines, strict=True
+        ):
+            h = F.leaky_relu(conv(x, adjacency))
+            x_hat = F.leaky_relu(self_linear(x)) + id_embedding
+            x = F.leaky_relu(combine(h) + x_hat)
+        return x
+
+
+class MMGCN(Recommender):
+    def __init__(
+        self,
+        num_items: int,
+        num_users: int,
+        item_features: Mapping[str, torch.Tensor],
+        adjacency: torch.Tensor,
+        hidden: int = 64,
+        layers: int = 2,
+        reg_weight: float = 1e-4,
+    ):
+        super().__init__()
+        self.num_users, self.reg_weight = num_users, reg_weight
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.modalities = list(item_features)
+        for modality, values in item_features.items():
+            self.register_buffer(f"{modality}_features", values, persistent=False)
+        self.id_embedding = nn.Parameter(
+            nn.init.xavier_normal_(torch.empty(num_users + num_items + 2, hidden))
+        )
+        self.branches = nn.ModuleDict(
+            {
+                modality: ModalityBranch(num_users, values.shape[1], hidden, layers)
+                for modality, values in item_features.items()
+            }
+        )
+
+    @classmethod
+    def from_data(
+        cls,
+        data: SequenceData,
+        data_dir: Path,
+        features: Mapping[str, ItemFeatures] | None = None,
+        **params: Any,
+    ) -> MMGCN:
+        chosen = require_features(cls.__name__, features)
+        values = {modality: f.values for modality, f in chosen.items()}
+        adjacency = bipartite_adjacency(data, normalization="mean")
+        return cls(data.num_items, data.num_users, values, adjacency, **params)
+
+    def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Users [U + 1, hidden] and items [N + 1, hidden]: the mean of the branches."""
+        outputs = [
+            self.branches[m](getattr(self, f"{m}_features"), self.id_embedding, self.adjacency)
+            for m in self.modalities
+        ]
+        nodes = torch.stack(outputs).mean(dim=0)
+        return nodes[: self.num_users + 1], nodes[self.num_users + 1 :]
+
+    def training_batches(
+        self, data: SequenceData, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return interaction_batches(data, batch_size, generator)
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        users, positives, negatives = batch
+        user_reps, item_reps = self.representations()
+        user = user_reps[users]
+        difference = (user * (item_reps[positives] - item_reps[negatives])).sum(-1)
+        item_ids = self.id_embedding[self.num_users + 1 :]
+        regularised = (
+            self.id_embedding[users].pow(2).mean()
+            + item_ids[positives].pow(2).mean()
+            + item_ids[negatives].pow(2).mean()
+            + sum(branch.preference[users].pow(2).mean() for branch in self.branches.values())
+        )
+        return -F.logsigmoid(difference).mean() + self.reg_weight * regularised
+
+    def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
+        user_reps, item_reps = self.representations()
+        return user_reps[users] @ item_reps.T

