@@ -131,9 +131,15 @@ rule report_provenance:
     params:
         config=config,
         cells=[{k: v for k, v in cell.items() if k != "page"} for cell in report_cells()],
-        training={
-            **{m: training_settings(config, "retrieval", m) for m in RETRIEVERS},
-            **{m: training_settings(config, "rerank", m) for m in RERANKERS},
+        methods={
+            method: {"model": model_params(config, method)}
+            | (
+                {}
+                if method_spec(method).trains_on == "nothing"
+                else {"training": training_settings(config, stage, method)}
+            )
+            for stage, methods in (("retrieval", RETRIEVERS), ("rerank", RERANKERS))
+            for method in methods
         },
         workflow_dir=workflow.basedir,
     log:

@@ -5,7 +5,7 @@ configure_logging(snakemake.log[0])
 write_provenance(
     snakemake.params.config,
     snakemake.params.cells,
-    snakemake.params.training,
+    snakemake.params.methods,
     snakemake.params.workflow_dir,
     snakemake.output[0],
 )

@@ -139,12 +139,13 @@ def write_benchmarks(benchmark_paths: Sequence[Path], page_path: Path) -> None:
 def write_provenance(
     config: dict,
     cells: Sequence[dict],
-    training: dict[str, dict],
+    methods: dict[str, dict],
     workflow_dir: Path,
     page_path: Path,
 ) -> None:
     """What produced the tables: the commit, the packages, the effective config (defaults
-    filled in), the training settings per model, and every cell's model files with digests."""
+    filled in), each method's model parameters (a pretrained model's id among them) and
+    training settings, and every cell's model files with their digests."""
     models = pd.DataFrame(
         [
             {
@@ -172,8 +173,8 @@ def write_provenance(
         ),
         html.section("Models of every cell", html.table(models, sortable=True)),
         html.section(
-            "Training settings",
-            html.code(yaml.safe_dump(training, sort_keys=False)),
+            "Model parameters and training settings of each method",
+            html.code(yaml.safe_dump(methods, sort_keys=False)),
         ),
         html.section(
             "Packages",
