@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
+	$(BIN)/snakemake --configfile config/demo.yaml --report results/demo/report.html
 	@echo
 	@cat results/demo/comparison.md
+	@echo "Open results/demo/report.html for the report: tables, plots, provenance, every cell."
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

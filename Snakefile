@@ -17,15 +17,21 @@ if not workflow.overwrite_configfiles:
 validate_config(config, workflow.source_path("config/schema.yaml"), source="config")
 
 
+# `snakemake --report results/<run>/report.html`: its front page (rules/report.smk has the rest).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/aggregate.smk"
 include: "rules/data.smk"
 include: "rules/features.smk"
 include: "rules/retrieval.smk"
 include: "rules/rerank.smk"
+include: "rules/report.smk"
 
 
 # The default target; it lives here because Snakemake ignores `default_target` in included files.
 rule all:
     input:
         f"results/{RUN}/comparison.md",
+        report_files(),

@@ -17,6 +17,8 @@ from seqrerank.significance import paired_randomization_test
 KEYS = ["dataset", "retriever", "reranker", "mode", "split"]
 TESTED_METRIC = "ndcg@10"
 ALPHA = 0.05
+P_COLUMN = f"p_{TESTED_METRIC}_vs_stage1"
+SIGNIFICANCE_COLUMN = f"{TESTED_METRIC}_sig"
 
 
 def comparison_table(cells: list[dict], metrics_paths: list[str | Path]) -> pd.DataFrame:
@@ -28,7 +30,10 @@ def comparison_table(cells: list[dict], metrics_paths: list[str | Path]) -> pd.D
     frame = pd.DataFrame(rows)
     table = frame.groupby(KEYS, sort=False)[list(METRIC_COLUMNS)].mean().reset_index()
     table["seeds"] = frame.groupby(KEYS, sort=False)["seed"].nunique().to_numpy()
-    table[f"p_{TESTED_METRIC}_vs_stage1"] = _p_values_vs_stage1(table, cells, metrics_paths)
+    p_values = pd.Series(_p_values_vs_stage1(table, cells, metrics_paths))
+    table[P_COLUMN] = p_values
+    # The mark the Markdown table and the HTML report show beside the tested metric.
+    table[SIGNIFICANCE_COLUMN] = p_values.lt(ALPHA).map({True: "†", False: ""})
     return table
 
 
@@ -64,10 +69,9 @@ def _p_values_vs_stage1(
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub/paper-ready Markdown table: the best value per metric, mode and split in bold, and a
     dagger on NDCG@10 where a reranker differs significantly from its Stage 1 row."""
-    p_column = f"p_{TESTED_METRIC}_vs_stage1"
     # Ground-truth lists are much easier than retrieval: compare rows within a mode.
     best = table.groupby(["mode", "split"])[list(METRIC_COLUMNS)].transform("max")
-    columns = list(table.columns)
+    columns = [col for col in table.columns if col != SIGNIFICANCE_COLUMN]
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" if col in KEYS else "---:" for col in columns) + "|",
@@ -78,10 +82,10 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
             value = row[col]
             if col in METRIC_COLUMNS:
                 text = f"{value:.{digits}f}"
-                if col == TESTED_METRIC and row[p_column] < ALPHA:
-                    text += "†"
+                if col == TESTED_METRIC:
+                    text += row[SIGNIFICANCE_COLUMN]
                 cells.append(f"**{text}**" if value == best.at[index, col] else text)
-            elif col == p_column:
+            elif col == P_COLUMN:
                 cells.append("" if pd.isna(value) else f"{value:.4f}")
             else:
                 cells.append(str(value))

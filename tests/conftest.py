@@ -122,3 +122,21 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> WorkflowRun:
     if result.returncode != 0:
         pytest.fail(f"the demo workflow failed:\n{result.stdout[-5000:]}")
     return WorkflowRun(workdir, result.stdout)
+
+
+@pytest.fixture(scope="session")
+def demo_report(demo_run: WorkflowRun) -> Path:
+    """`snakemake --report` of the demo run (whose `rule all` built the report's files)."""
+    report = demo_run.results / "demo/report.html"
+    result = run_snakemake(
+        "--configfile",
+        "config/demo.yaml",
+        "--directory",
+        demo_run.workdir,
+        "--report",
+        report,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"snakemake --report failed:\n{result.stdout[-5000:]}")
+    return report

@@ -203,7 +203,12 @@ def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFram
 
 
 def test_demo_comparison_columns(comparison: pd.DataFrame) -> None:
-    assert list(comparison.columns) == [*COMPARISON_COLUMNS, "seeds", "p_ndcg@10_vs_stage1"]
+    assert list(comparison.columns) == [
+        *COMPARISON_COLUMNS,
+        "seeds",
+        "p_ndcg@10_vs_stage1",
+        "ndcg@10_sig",
+    ]
     assert (comparison["seeds"] == 1).all()
     assert comparison[list(METRIC_COLUMNS)].notna().all().all()
 

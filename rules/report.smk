@@ -1,0 +1,150 @@
+# The results the HTML report gathers: `snakemake --report results/<run>/report.html` embeds
+# every output flagged with report() below, with its caption from report/*.rst. Categories: the
+# comparison, the run (runtimes, provenance), and one per dataset with subcategories per stage.
+include: "report_common.smk"
+
+
+rule report_comparison:
+    """The sortable comparison table, its test rows for the report's front page, and one bar
+    chart per metric in `report.metrics`: every cell against the Stage 1 baseline."""
+    input:
+        f"results/{RUN}/comparison.csv",
+    output:
+        page=report(
+            f"{REPORT}/comparison.html",
+            caption="../report/comparison.rst",
+            category="Comparison",
+            labels={"result": "table", "metric": "all"},
+        ),
+        summary=f"{REPORT}/summary.html",
+        charts=[
+            report(
+                f"{REPORT}/metric_{metric}.svg",
+                caption="../report/metric.rst",
+                category="Comparison",
+                labels={"result": "bar chart", "metric": metric},
+            )
+            for metric in REPORT_METRICS
+        ],
+    params:
+        metrics=REPORT_METRICS,
+    log:
+        f"results/{RUN}/logs/report_comparison.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/report_comparison.py"
+
+
+rule report_dataset:
+    """Counts, what each filter dropped, and the sequence-length histogram of a dataset."""
+    input:
+        **data_files("{dataset}"),
+    output:
+        page=report(
+            f"{REPORT}/{{dataset}}/data.html",
+            caption="../report/dataset.rst",
+            category="{dataset}",
+            subcategory="Data",
+            labels={"result": "statistics"},
+        ),
+        histogram=report(
+            f"{REPORT}/{{dataset}}/sequence_lengths.svg",
+            caption="../report/sequence_lengths.rst",
+            category="{dataset}",
+            subcategory="Data",
+            labels={"result": "sequence lengths"},
+        ),
+    log:
+        f"{LOGS}/report_dataset.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/report_dataset.py"
+
+
+rule plot_training:
+    """Loss and validation metric per epoch of every trained model, the best epoch marked."""
+    input:
+        [model["history"] for model in trained_models()],
+    output:
+        [model["figure"] for model in trained_models()],
+    params:
+        metrics=[model["metric"] for model in trained_models()],
+        titles=[model["title"] for model in trained_models()],
+    log:
+        f"results/{RUN}/logs/plot_training.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/plot_training.py"
+
+
+rule report_cells:
+    """One page per cell: its metrics, how often the target is in its list, its models."""
+    input:
+        metrics=[cell["metrics"] for cell in report_cells()],
+        models=sorted({m for cell in report_cells() for m in cell["models"].values()}),
+        histories=sorted({history_of(m) for c in report_cells() for m in c["models"].values()}),
+    output:
+        [cell["page"] for cell in report_cells()],
+    params:
+        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in report_cells()],
+    log:
+        f"results/{RUN}/logs/report_cells.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/report_cells.py"
+
+
+rule report_benchmarks:
+    """Runtime and peak memory of every job, from the rules' benchmark files."""
+    input:
+        grid_benchmarks(),
+    output:
+        report(
+            f"{REPORT}/benchmarks.html",
+            caption="../report/benchmarks.rst",
+            category="Run",
+            labels={"result": "runtime and memory"},
+        ),
+    log:
+        f"results/{RUN}/logs/report_benchmarks.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/report_benchmarks.py"
+
+
+rule report_provenance:
+    """The commit, packages, config, seeds and model files behind the run's tables."""
+    input:
+        sorted({m for cell in report_cells() for m in cell["models"].values()}),
+    output:
+        report(
+            f"{REPORT}/provenance.html",
+            caption="../report/provenance.rst",
+            category="Run",
+            labels={"result": "provenance"},
+        ),
+    params:
+        config=config,
+        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in report_cells()],
+        methods={
+            method: {"model": model_params(config, method)}
+            | (
+                {}
+                if method_spec(method).trains_on == "nothing"
+                else {"training": training_settings(config, stage, method)}
+            )
+            for stage, methods in (("retrieval", RETRIEVERS), ("rerank", RERANKERS))
+            for method in methods
+        },
+        workflow_dir=workflow.basedir,
+    log:
+        f"results/{RUN}/logs/report_provenance.log",
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../workflow_scripts/report_provenance.py"
