@@ -65,9 +65,8 @@ def print_report(dataset: str, results: dict, lrurec: dict | None) -> None:
         rows = {"lrurec": lrurec, **rows}
     for name, r in rows.items():
         metrics = "".join(f"{r['test'][m]:>11.4f}" for m in REPORTED)
-        print(
-            f"{name + ' (test)':<24}{metrics}{r['seconds_per_epoch']:>10.1f}{r['peak_rss_mb']:>10.0f}"
-        )
+        cost = f"{r['seconds_per_epoch']:>10.1f}{r['peak_rss_mb']:>10.0f}"
+        print(f"{name + ' (test)':<24}{metrics}{cost}")
     print("MMRec on Amazon Baby (reference, other data):")
     for name, published in MMREC_BABY.items():
         cells = "".join(f"{published.get(m, float('nan')):>11.4f}" for m in REPORTED)
