@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import torch
 
@@ -37,10 +38,17 @@ LRUREC = {"hidden": 64, "blocks": 2, "dropout": 0.2, "lru_dropout": 0.2, "max_le
 REPORTED = ("ndcg@5", "recall@5", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
 
 
-def benchmark_retriever(name: str, params: dict, dataset: str, settings: TrainSettings) -> dict:
+def benchmark_retriever(
+    name: str,
+    params: dict,
+    dataset: str,
+    settings: TrainSettings,
+    features: dict[str, Path] | None = None,
+) -> dict:
+    """Train ``name`` from scratch and measure it; ``features``: its item feature files."""
     data_dir = prepared_dataset(dataset)
     data = load_sequences(data_dir)
-    model = build_model(name, data, data_dir, params, settings.seed)
+    model = build_model(name, data, data_dir, params, settings.seed, features)
     checkpoints = BENCH_RESULTS / dataset / name / "checkpoints"
     shutil.rmtree(checkpoints, ignore_errors=True)  # a benchmark measures a fresh run
     history = fit(

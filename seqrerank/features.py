@@ -105,9 +105,8 @@ def build_item_features(
             return _from_saved(saved)
         log.info("recomputing %s: its items or encoder changed", out_path)
     values, present = ENCODERS[modality](items, data_dir, settings)
-    values = torch.cat([torch.zeros(1, values.shape[1]), values.float()]) * torch.cat(
-        [torch.zeros(1), present.float()]
-    ).unsqueeze(1)
+    # Row 0 is the padding item; the encoders leave zeros in the rows of items without it.
+    values = torch.cat([torch.zeros(1, values.shape[1]), values.float()])
     present = torch.cat([torch.zeros(1, dtype=torch.bool), present])
     saved = {
         "modality": modality,

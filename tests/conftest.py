@@ -107,7 +107,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> WorkflowRun:
     directory (so nothing lands in the repository's results/)."""
     workdir = tmp_path_factory.mktemp("demo_run")
     # Each model job gets one core, so two jobs share the machine's two cores.
-    set_threads = ["train_retriever=1", "train_reranker=1", "rerank=1"]
+    set_threads = ["train_retriever=1", "train_reranker=1", "rerank=1", "item_features=1"]
     result = run_snakemake(
         "--configfile",
         "config/demo.yaml",

@@ -132,7 +132,8 @@ def test_a_missing_feature_names_the_setting_that_provides_it(tmp_path: Path) ->
     with pytest.raises(FeatureError, match="VBPR needs item features.*use_image: true"):
         build_model("vbpr", data, tmp_path / "d", {}, seed=0)
     with pytest.raises(FeatureError, match=r"image\.pt does not exist.*item_features rule"):
-        build_model("vbpr", data, tmp_path / "d", {}, seed=0, features={"image": tmp_path / "image.pt"})
+        missing = {"image": tmp_path / "image.pt"}
+        build_model("vbpr", data, tmp_path / "d", {}, seed=0, features=missing)
 
 
 def test_sentence_encoder_text_features(tmp_path: Path) -> None:

@@ -165,6 +165,38 @@ def test_a_config_on_the_command_line_replaces_the_default_one(snakemake_cli) ->
     assert jobs_of(jobs, "download_raw") == {}
 
 
+def test_demo_grid_includes_the_multimodal_retrievers_in_every_cell(snakemake_cli) -> None:
+    result = snakemake_cli("-n", "--forceall", "--configfile", "config/demo.yaml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    jobs = planned_jobs(result.stdout)
+    multimodal = ("vbpr", "mmgcn", "bm3")
+    trained = jobs_of(jobs, "train_retriever", "retriever")
+    assert all(trained[(method,)] == 1 for method in multimodal)
+    cells = jobs_of(jobs, "rerank", "mode", "retriever")
+    assert all(cells[("retrieval", method)] == 1 for method in multimodal)
+    # Each feature is computed once, shared by the three methods.
+    assert jobs_of(jobs, "item_features", "dataset", "feature") == {
+        ("demo", "image"): 1,
+        ("demo", "text"): 1,
+    }
+    for method in multimodal:
+        block = result.stdout.split(f"wildcards: dataset=demo, retriever={method}", 1)[0]
+        inputs = block.rsplit("rule train_retriever:", 1)[1]
+        assert "results/demo/features/image.pt" in inputs
+        assert "results/demo/features/text.pt" in inputs
+
+
+def test_a_multimodal_retriever_on_a_dataset_without_features_names_the_settings(
+    tmp_path: Path, snakemake_cli
+) -> None:
+    config = {"run": "bare", "datasets": {"a": synthetic(1)}, "retrievers": ["vbpr"]}
+    path = write_config(tmp_path / "c.yaml", config)
+    result = snakemake_cli("-n", "--directory", tmp_path, "--configfile", path)
+    assert result.returncode != 0
+    assert "vbpr needs item features and dataset a provides none" in result.stdout
+    assert "datasets.a.use_image: true" in result.stdout
+
+
 def test_sequences_dataset_reads_its_local_file(tmp_path: Path, snakemake_cli) -> None:
     if not BEAUTY.exists():
         pytest.skip(f"{BEAUTY} is not available")
@@ -190,13 +222,9 @@ def comparison(demo_run) -> pd.DataFrame:
 
 
 def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFrame) -> None:
-    cells = [
-        ("popularity", "none", "retrieval"),
-        ("lrurec", "none", "retrieval"),
-        ("popularity", "bert4rec", "retrieval"),
-        ("lrurec", "bert4rec", "retrieval"),
-        ("none", "bert4rec", "ground_truth"),
-    ]
+    retrievers = ["popularity", "lrurec", "vbpr", "mmgcn", "bm3"]
+    cells = [(r, reranker, "retrieval") for r in retrievers for reranker in ("none", "bert4rec")]
+    cells.append(("none", "bert4rec", "ground_truth"))
     expected = sorted(("demo", *cell, split) for cell in cells for split in ("val", "test"))
     rows = comparison[["dataset", "retriever", "reranker", "mode", "split"]]
     assert sorted(rows.itertuples(index=False, name=None)) == expected

@@ -1,0 +1,102 @@
+"""VBPR, MMGCN and BM3 on the real Amazon Beauty sequences, with the items' brand/category
+attributes as their (only) modality: test Recall/NDCG@10/20, seconds per epoch and peak memory,
+beside LRURec's figures from the retrieval benchmark, and the MMRec toolbox's published figures
+(on Amazon Baby, with image and text features: a reference point, not the same data).
+
+Each model trains in a fresh process, so its peak memory is its own. Without ../shared it runs
+on the built-in demo data instead, with the demo's CLIP image and text features.
+Environment variables: BENCH_EPOCHS (default 40), BENCH_PATIENCE (default 5).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+import yaml
+
+from benchmarks.common import BEAUTY, BENCH_RESULTS, REPO, environment, prepared_dataset
+from benchmarks.retrieval_beauty import benchmark_retriever
+from seqrerank.features import FeatureSettings, build_item_features
+from seqrerank.io import read_json, write_json
+from seqrerank.training import TrainSettings
+
+METHODS = ("vbpr", "mmgcn", "bm3")
+REPORTED = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+# MMRec (Zhou et al.), full ranking on Amazon Baby: Recall@20 / NDCG@20.
+MMREC_BABY = {
+    "vbpr": {"recall@20": 0.0663, "ndcg@20": 0.0284},
+    "mmgcn": {"recall@20": 0.0615, "ndcg@20": 0.0261},
+    "bm3": {"recall@20": 0.0883, "ndcg@20": 0.0383},
+}
+# MMRec's settings: embedding size 64, Adam lr 1e-3, batch size 2048, no weight decay (the
+# models regularise in their losses), early stopping on validation Recall@20.
+PARAMS = {"vbpr": {"hidden": 64}, "mmgcn": {"hidden": 64, "layers": 2}, "bm3": {"hidden": 64}}
+
+
+def feature_files(dataset: str) -> dict[str, Path]:
+    """Attribute multi-hots on Beauty; on the demo data, its CLIP image and text features."""
+    data_dir = prepared_dataset(dataset)
+    out = BENCH_RESULTS / dataset / "features"
+    if dataset == "beauty":
+        modalities, settings = ("attributes",), FeatureSettings()
+    else:
+        demo = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+        modalities, settings = ("image", "text"), FeatureSettings(**demo["features"])
+    for modality in modalities:
+        build_item_features(modality, data_dir, settings, out / f"{modality}.pt")
+    return {modality: out / f"{modality}.pt" for modality in modalities}
+
+
+def run_one(method: str, dataset: str, settings: TrainSettings, features: dict) -> dict:
+    torch.set_num_threads(os.cpu_count() or 1)
+    return benchmark_retriever(method, PARAMS[method], dataset, settings, features)
+
+
+def print_report(dataset: str, results: dict, lrurec: dict | None) -> None:
+    print(f"\n== Multimodal retrieval benchmark on {dataset} ({environment()}) ==")
+    header = "".join(f"{m:>11}" for m in REPORTED)
+    print(f"{'':<24}{header}{'s/epoch':>10}{'peak MB':>10}")
+    rows = dict(results)
+    if lrurec:
+        rows = {"lrurec": lrurec, **rows}
+    for name, r in rows.items():
+        metrics = "".join(f"{r['test'][m]:>11.4f}" for m in REPORTED)
+        cost = f"{r['seconds_per_epoch']:>10.1f}{r['peak_rss_mb']:>10.0f}"
+        print(f"{name + ' (test)':<24}{metrics}{cost}")
+    print("MMRec on Amazon Baby (reference, other data):")
+    for name, published in MMREC_BABY.items():
+        cells = "".join(f"{published.get(m, float('nan')):>11.4f}" for m in REPORTED)
+        print(f"{name:<24}{cells}")
+
+
+def main() -> None:
+    dataset = "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
+    features = feature_files(dataset)
+    settings = TrainSettings(
+        epochs=int(os.environ.get("BENCH_EPOCHS", 40)),
+        lr=1e-3,
+        weight_decay=0.0,
+        batch_size=2048,
+        patience=int(os.environ.get("BENCH_PATIENCE", 5)),
+        metric="recall@20",
+    )
+    results = {}
+    for method in METHODS:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            results[method] = pool.submit(run_one, method, dataset, settings, features).result()
+    out = BENCH_RESULTS / f"{dataset}.json"
+    merged = read_json(out) if out.exists() else {}
+    print_report(dataset, results, merged.get("lrurec"))
+    merged.update({name: {**r, "settings": vars(settings)} for name, r in results.items()})
+    merged["environment"] = environment()
+    write_json(out, merged)
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()
