@@ -72,7 +72,6 @@ def test_every_methods_model_params_are_accepted_by_its_class(name: str) -> None
     for method in config["methods"]:
         cls, params = load_method(method), model_params(config, method)
         check_params(cls, params, where=f"{name} methods.{method}.model")
-        assert isinstance(cls(num_items=20, **params), cls)  # and really build the model
 
 
 def test_every_registered_method_can_be_loaded() -> None:
