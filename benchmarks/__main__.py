@@ -1,6 +1,7 @@
 """Run every benchmark: `python -m benchmarks` (what `make bench` does)."""
 
-from benchmarks import retrieval_beauty
+from benchmarks import dry_run_scale, retrieval_beauty
 
 if __name__ == "__main__":
     retrieval_beauty.main()
+    dry_run_scale.main()

@@ -11,11 +11,12 @@ rule aggregate:
         f"results/{RUN}/logs/aggregate.log",
     benchmark:
         f"results/{RUN}/benchmarks/aggregate.tsv"
-    threads: 1
+    threads: threads_of("aggregate")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **resources_of("aggregate", mem_mb=1000, runtime=10),
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/aggregate.py"

@@ -19,6 +19,9 @@ class MethodSpec:
     """What training consumes. A reranker that trains on ``sequences`` is trained once per
     dataset and serves both candidate modes; one that trains on ``candidates`` is trained per
     candidate source (ground truth, or each retriever), because its training examples differ."""
+    env: str = "retrieval"
+    """The software its jobs run in: the conda env ``envs/<env>.yaml`` and the Apptainer image
+    ``containers/<env>.def`` built from it."""
 
 
 RETRIEVERS: dict[str, MethodSpec] = {
