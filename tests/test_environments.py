@@ -152,3 +152,15 @@ def test_an_unknown_settings_key_is_named_with_the_valid_ones(tmp_path: Path) ->
     path.write_text("partition: gpu\n")
     with pytest.raises(ValueError, match=r"unknown keys \['partition'\]; valid keys: account"):
         slurm.load_settings(path)
+
+
+# --- the workflow's own lint ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config", [[], ["--configfile", "config/demo.yaml"]], ids=["default", "demo"]
+)
+def test_snakemake_lint_is_clean(config: list[str], snakemake_cli) -> None:
+    result = snakemake_cli("--lint", *config)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout

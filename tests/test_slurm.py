@@ -17,6 +17,7 @@ import pytest
 import slurm_cluster
 import yaml
 from conftest import REPO, SNAKEMAKE, snakemake_env
+from test_workflow import job_stats
 
 pytestmark = pytest.mark.slurm
 
@@ -90,12 +91,7 @@ def rule_of(job: dict[str, str]) -> str:
 
 def test_every_job_of_the_grid_ran_as_a_slurm_job(slurm_run) -> None:
     workdir, output, jobs = slurm_run
-    stats = output.split("Job stats:", 1)[1].split("\n\n", 1)[0]
-    planned = {
-        line.split()[0]: int(line.split()[1])
-        for line in stats.splitlines()[2:]
-        if line.split()[0] not in ("total", "all")
-    }
+    planned = {rule: n for rule, n in job_stats(output).items() if rule not in ("total", "all")}
     ran = {}
     for job in jobs:
         ran[rule_of(job)] = ran.get(rule_of(job), 0) + 1
