@@ -5,7 +5,7 @@ state, logs and pid files under one scratch folder, on ports of their own. The c
 must be /etc/slurm/slurm.conf: the SLURM executor strips ``SLURM_*`` variables (SLURM_CONF too)
 before it runs a job step, so written there, marked as ours, and removed when the cluster stops;
 one that is not ours is never replaced. Two partitions: ``cpu`` (default) and ``gpu``, the latter
-with a pretend GPU (a gres backed by /dev/null) that is enough for scheduling. Daemons are
+with two pretend GPUs (a gres backed by /dev/null and /dev/zero), enough for scheduling. Daemons are
 stopped by the pids in their pid files: those this module started, and those a killed earlier
 run left behind, which is what lets the test run twice on one machine.
 """
@@ -57,7 +57,7 @@ SlurmctldPidFile={root}/slurmctld.pid
 SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/slurmctld.log
 SlurmdLogFile={root}/slurmd.log
-{node} NodeAddr=127.0.0.1 Gres=gpu:1 State=UNKNOWN
+{node} NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=ALL MaxTime=INFINITE State=UP
 """
@@ -115,8 +115,10 @@ def local_cluster(root: Path = SCRATCH):
         "slurm.conf": SLURM_CONF.format(
             root=root, node=node_line, controller_port=CONTROLLER_PORT, node_port=NODE_PORT
         ),
-        # Without File= the node goes INVAL; /dev/null stands in for the GPU device.
-        "gres.conf": f"AutoDetect=off\nNodeName={node_name} Name=gpu File=/dev/null Count=1\n",
+        # Without File= the node goes INVAL; /dev/null and /dev/zero stand in for two GPUs.
+        "gres.conf": (
+            f"AutoDetect=off\nNodeName={node_name} Name=gpu File=/dev/null,/dev/zero Count=2\n"
+        ),
     }
     key = root / "munge.key"
     key.write_bytes(os.urandom(1024))
