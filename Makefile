@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup demo test bench lint clean-demo
+.PHONY: setup demo test test-slurm bench lint containers clean-demo
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The demo grid through profiles/slurm on a local SLURM cluster (root; installs SLURM with apt).
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -m slurm tests/test_slurm.py
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
@@ -32,6 +36,23 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+# One Apptainer image per conda env: containers/<env>.sif from containers/<env>.def.
+APPTAINER := $(shell command -v apptainer || command -v singularity)
+IMAGES := $(patsubst envs/%.yaml,containers/%.sif,$(wildcard envs/*.yaml))
+
+ifeq ($(APPTAINER),)
+containers:
+	@echo "make containers: neither apptainer nor singularity is installed on this machine, so no"
+	@echo "image was built. Build them where Apptainer is (most clusters: 'module load apptainer'),"
+	@echo "or point 'containers:' in the workflow config at a registry (docs/slurm.md)."
+	@exit 1
+else
+containers: $(IMAGES)
+endif
+
+containers/%.sif: containers/%.def envs/%.yaml containers/install-env.sh
+	$(APPTAINER) build --force $@ $<
 
 clean-demo:
 	rm -rf results/demo

@@ -2,7 +2,7 @@ rule aggregate:
     """The comparison table over the whole grid: results/<run>/comparison.{csv,md}."""
     input:
         metrics=[cell["metrics"] for cell in grid_cells()],
-        ranks=[cell["metrics"].rsplit("/", 1)[0] + "/ranks.csv" for cell in grid_cells()],
+        ranks=[str(Path(cell["metrics"]).with_name("ranks.csv")) for cell in grid_cells()],
     output:
         csv=f"results/{RUN}/comparison.csv",
         markdown=f"results/{RUN}/comparison.md",
@@ -12,11 +12,12 @@ rule aggregate:
         f"results/{RUN}/logs/aggregate.log",
     benchmark:
         f"results/{RUN}/benchmarks/aggregate.tsv"
-    threads: 1
+    threads: threads_of("aggregate")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **resources_of("aggregate", mem_mb=1000, runtime=10),
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/aggregate.py"

@@ -1,11 +1,14 @@
 # Paths, wildcard constraints, input functions and params shared by the rules.
 # Kept cheap: every SLURM job re-parses this file, so nothing here imports torch.
 import re
+from pathlib import Path
 
+from seqrerank import slurm
 from seqrerank.config import model_params, training_settings
 from seqrerank.registry import FEATURE_SOURCES, MODALITIES, method_spec
 
 RUN = config["run"]
+SLURM = slurm.load_settings()
 DATASETS = list(config["datasets"])
 SEEDS = config["seeds"]
 RETRIEVERS = config["retrievers"]
@@ -46,11 +49,51 @@ wildcard_constraints:
     filename=r"[^/]+",
 
 
-def resources_of(rule_name, threads=1, mem_mb=2000, runtime=60):
-    """Resources of a rule: the defaults given here, overridden by config `resources.<rule>`."""
-    chosen = {"threads": threads, "mem_mb": mem_mb, "runtime": runtime}
+def threads_of(rule_name, default=1):
+    return config["resources"].get(rule_name, {}).get("threads", default)
+
+
+def resources_of(rule_name, mem_mb=2000, runtime=60):
+    """Resources of a rule: the defaults given here, overridden by config `resources.<rule>`
+    (threads aside, see threads_of). Given `gpu` there, a job asks for that many GPUs and goes
+    to the GPU partition of the user's SLURM settings (seqrerank/slurm.py)."""
+    chosen = {"mem_mb": mem_mb, "runtime": runtime}
     chosen.update(config["resources"].get(rule_name, {}))
-    return chosen
+    chosen.pop("threads", None)
+    return {**chosen, **slurm.placement(SLURM, gpus=chosen.get("gpu", 0))}
+
+
+# ---- software: one conda env and one Apptainer image per method family ------------------------
+
+
+def _with_env(env, path_of):
+    """path_of(env); for a method wildcard such as "{reranker}", a function of the job's
+    wildcards giving path_of(the env that the registry assigns to the job's method)."""
+    if not env.startswith("{"):
+        return path_of(env)
+    wildcard = env.strip("{}")
+
+    def of_method(wildcards):
+        return path_of(method_spec(getattr(wildcards, wildcard)).env)
+
+    of_method.method_wildcard = wildcard  # for the checks in tests/test_environments.py
+    return of_method
+
+
+def conda_env(env):
+    """The conda environment of a rule: envs/<env>.yaml (see _with_env)."""
+    return _with_env(env, lambda name: f"../envs/{name}.yaml")
+
+
+def container_image(env):
+    """The Apptainer image of a rule: config `containers` with {env} filled in, local .sif files
+    built by `make containers` by default; a relative path is taken from the workflow folder."""
+
+    def image(name):
+        image = config["containers"].format(env=name)
+        return image if "://" in image else str(Path(workflow.basedir, image))
+
+    return _with_env(env, image)
 
 
 # ---- data -------------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ rule download_raw:
         f"{LOGS}/download_{{filename}}.log",
     benchmark:
         f"{BENCHMARKS}/download_{{filename}}.tsv"
-    threads: 1
+    threads: threads_of("download_raw")
     resources:
-        runtime=120,
+        **resources_of("download_raw", runtime=120),
     retries: 3
     conda:
-        "../envs/data.yaml"
+        conda_env("data")
+    containerized:
+        container_image("data")
     script:
         "../workflow_scripts/download.py"
 
@@ -31,11 +33,13 @@ rule prepare_data:
         f"{LOGS}/prepare_data.log",
     benchmark:
         f"{BENCHMARKS}/prepare_data.tsv"
-    threads: 1
+    threads: threads_of("prepare_data")
     resources:
         **resources_of("prepare_data", mem_mb=4000),
     conda:
-        "../envs/data.yaml"
+        conda_env("data")
+    containerized:
+        container_image("data")
     script:
         "../workflow_scripts/prepare_data.py"
 
@@ -52,11 +56,12 @@ rule ground_truth_candidates:
         f"{LOGS}/ground_truth_candidates_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/ground_truth_candidates_seed{{seed}}.tsv"
-    threads: 1
+    threads: threads_of("ground_truth_candidates")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **resources_of("ground_truth_candidates", mem_mb=2000, runtime=30),
     conda:
-        "../envs/models.yaml"
+        conda_env("retrieval")
+    containerized:
+        container_image("retrieval")
     script:
         "../workflow_scripts/ground_truth_candidates.py"

@@ -12,11 +12,12 @@ rule item_features:
         f"{LOGS}/item_features_{{feature}}.log",
     benchmark:
         f"{BENCHMARKS}/item_features_{{feature}}.tsv"
-    threads: resources_of("item_features", threads=2)["threads"]
+    threads: threads_of("item_features", 2)
     resources:
-        mem_mb=resources_of("item_features", mem_mb=8000)["mem_mb"],
-        runtime=resources_of("item_features", runtime=120)["runtime"],
+        **resources_of("item_features", mem_mb=8000, runtime=120),
     conda:
-        "../envs/models.yaml"
+        conda_env("data")
+    containerized:
+        container_image("data")
     script:
         "../workflow_scripts/item_features.py"

@@ -16,12 +16,13 @@ rule train_reranker:
         f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.tsv"
-    threads: resources_of("train_reranker", threads=2)["threads"]
+    threads: threads_of("train_reranker", 2)
     resources:
-        mem_mb=resources_of("train_reranker", mem_mb=8000)["mem_mb"],
-        runtime=resources_of("train_reranker", runtime=240)["runtime"],
+        **resources_of("train_reranker", mem_mb=8000, runtime=240),
     conda:
-        "../envs/models.yaml"
+        conda_env("{reranker}")
+    containerized:
+        container_image("{reranker}")
     script:
         "../workflow_scripts/train_reranker.py"
 
@@ -44,11 +45,12 @@ rule rerank:
         f"{LOGS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.tsv"
-    threads: resources_of("rerank", threads=2)["threads"]
+    threads: threads_of("rerank", 2)
     resources:
-        mem_mb=resources_of("rerank", mem_mb=4000)["mem_mb"],
-        runtime=resources_of("rerank", runtime=60)["runtime"],
+        **resources_of("rerank", mem_mb=4000, runtime=60),
     conda:
-        "../envs/models.yaml"
+        conda_env("{reranker}")
+    containerized:
+        container_image("{reranker}")
     script:
         "../workflow_scripts/rerank.py"

@@ -20,11 +20,12 @@ rule train_retriever:
         f"{LOGS}/train_retriever_{{retriever}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train_retriever_{{retriever}}_seed{{seed}}.tsv"
-    threads: resources_of("train_retriever", threads=2)["threads"]
+    threads: threads_of("train_retriever", 2)
     resources:
-        mem_mb=resources_of("train_retriever", mem_mb=8000)["mem_mb"],
-        runtime=resources_of("train_retriever", runtime=240)["runtime"],
+        **resources_of("train_retriever", mem_mb=8000, runtime=240),
     conda:
-        "../envs/models.yaml"
+        conda_env("{retriever}")
+    containerized:
+        container_image("{retriever}")
     script:
         "../workflow_scripts/train_retriever.py"

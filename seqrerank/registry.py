@@ -22,6 +22,9 @@ class MethodSpec:
     features: tuple[str, ...] = ()
     """Item features (modalities) the method reads; the workflow builds those of them that the
     dataset provides and passes them to ``from_data``."""
+    env: str = "retrieval"
+    """The software its jobs run in: the conda env ``envs/<env>.yaml`` and the Apptainer image
+    ``containers/<env>.def`` built from it."""
 
 
 # Item features, and the dataset setting that provides each (for error messages).
