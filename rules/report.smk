@@ -31,7 +31,9 @@ rule report_comparison:
     log:
         f"results/{RUN}/logs/report_comparison.log",
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/report_comparison.py"
 
@@ -58,7 +60,9 @@ rule report_dataset:
     log:
         f"{LOGS}/report_dataset.log",
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/report_dataset.py"
 
@@ -75,7 +79,9 @@ rule plot_training:
     log:
         f"results/{RUN}/logs/plot_training.log",
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/plot_training.py"
 
@@ -93,7 +99,9 @@ rule report_cells:
     log:
         f"results/{RUN}/logs/report_cells.log",
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/report_cells.py"
 
@@ -112,7 +120,9 @@ rule report_benchmarks:
     log:
         f"results/{RUN}/logs/report_benchmarks.log",
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/report_benchmarks.py"
 
@@ -145,6 +155,8 @@ rule report_provenance:
     log:
         f"results/{RUN}/logs/report_provenance.log",
     conda:
-        "../envs/report.yaml"
+        conda_env("report")
+    containerized:
+        container_image("report")
     script:
         "../workflow_scripts/report_provenance.py"
