@@ -7,10 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from seqrerank.config import ConfigError, model_params, training_settings, validate_config
+from seqrerank.data.dataset import SequenceData
+from seqrerank.features import ItemFeatures
 from seqrerank.methods.base import check_params
 from seqrerank.registry import RERANKERS, RETRIEVERS, load_method
 
@@ -72,7 +76,10 @@ def test_every_methods_model_params_are_accepted_by_its_class(name: str) -> None
     for method in config["methods"]:
         cls, params = load_method(method), model_params(config, method)
         check_params(cls, params, where=f"{name} methods.{method}.model")
-        assert isinstance(cls(num_items=20, **params), cls)  # and really build the model
+        # and really build the model, on a tiny dataset with an item feature
+        data = SequenceData(20, [np.array([1, 2, 3])] * 4, np.array([4] * 4), np.array([5] * 4))
+        image = ItemFeatures("image", torch.rand(21, 8), torch.ones(21, dtype=torch.bool), {})
+        assert isinstance(cls.from_data(data, Path("."), features={"image": image}, **params), cls)
 
 
 def test_every_registered_method_can_be_loaded() -> None:
@@ -86,8 +93,8 @@ def test_every_registered_method_can_be_loaded() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "location", "valid"),
     [
-        ("retrievers", ["popularity", "sasrec"], "retrievers[1]", "['lrurec', 'popularity']"),
-        ("rerankers", ["llamarec"], "rerankers[0]", "['bert4rec']"),
+        ("retrievers", ["popularity", "sasrec"], "retrievers[1]", str(sorted(RETRIEVERS))),
+        ("rerankers", ["llamarec"], "rerankers[0]", str(sorted(RERANKERS))),
         ("modes", ["retrieval", "gt"], "modes[1]", "['retrieval', 'ground_truth']"),
     ],
 )
@@ -104,7 +111,8 @@ def test_unknown_name_names_its_location_and_the_valid_names(
 def test_unknown_method_section_lists_the_registered_methods(demo_config: dict[str, Any]) -> None:
     demo_config["methods"]["sasrec"] = {"model": {}}
     message = config_error(demo_config)
-    assert "methods: 'sasrec' is not one of ['bert4rec', 'lrurec', 'popularity']" in message
+    registered = sorted({*RETRIEVERS, *RERANKERS})
+    assert f"methods: 'sasrec' is not one of {registered}" in message
 
 
 def test_unknown_dataset_source_lists_the_valid_sources(demo_config: dict[str, Any]) -> None:
@@ -217,7 +225,7 @@ def test_snakemake_rejects_a_bad_config_with_the_clear_message(
     result = snakemake_cli("-n", "--configfile", path, "--directory", tmp_path)
     assert result.returncode != 0
     assert "ConfigError" in result.stdout
-    assert "retrievers[1]: 'sasrec' is not one of ['lrurec', 'popularity']" in result.stdout
+    assert f"retrievers[1]: 'sasrec' is not one of {sorted(RETRIEVERS)}" in result.stdout
 
 
 def test_snakemake_rejects_a_rerank_top_k_above_retrieval_top_k(
