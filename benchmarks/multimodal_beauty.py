@@ -63,6 +63,8 @@ def print_report(dataset: str, results: dict, lrurec: dict | None) -> None:
     rows = dict(results)
     if lrurec:
         rows = {"lrurec": lrurec, **rows}
+    else:
+        print("(no LRURec row: run `python -m benchmarks.retrieval_beauty` first)")
     for name, r in rows.items():
         metrics = "".join(f"{r['test'][m]:>11.4f}" for m in REPORTED)
         cost = f"{r['seconds_per_epoch']:>10.1f}{r['peak_rss_mb']:>10.0f}"

@@ -7,10 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from seqrerank.config import ConfigError, model_params, training_settings, validate_config
+from seqrerank.data.dataset import SequenceData
+from seqrerank.features import ItemFeatures
 from seqrerank.methods.base import check_params
 from seqrerank.registry import RERANKERS, RETRIEVERS, load_method
 
@@ -72,6 +76,10 @@ def test_every_methods_model_params_are_accepted_by_its_class(name: str) -> None
     for method in config["methods"]:
         cls, params = load_method(method), model_params(config, method)
         check_params(cls, params, where=f"{name} methods.{method}.model")
+        # and really build the model, on a tiny dataset with an item feature
+        data = SequenceData(20, [np.array([1, 2, 3])] * 4, np.array([4] * 4), np.array([5] * 4))
+        image = ItemFeatures("image", torch.rand(21, 8), torch.ones(21, dtype=torch.bool), {})
+        assert isinstance(cls.from_data(data, Path("."), features={"image": image}, **params), cls)
 
 
 def test_every_registered_method_can_be_loaded() -> None:
@@ -103,7 +111,8 @@ def test_unknown_name_names_its_location_and_the_valid_names(
 def test_unknown_method_section_lists_the_registered_methods(demo_config: dict[str, Any]) -> None:
     demo_config["methods"]["sasrec"] = {"model": {}}
     message = config_error(demo_config)
-    assert f"methods: 'sasrec' is not one of {sorted({*RETRIEVERS, *RERANKERS})}" in message
+    registered = sorted({*RETRIEVERS, *RERANKERS})
+    assert f"methods: 'sasrec' is not one of {registered}" in message
 
 
 def test_unknown_dataset_source_lists_the_valid_sources(demo_config: dict[str, Any]) -> None:

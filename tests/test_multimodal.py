@@ -280,7 +280,7 @@ def test_training_interactions_hold_only_training_items(hand_data: SequenceData)
 
 
 @pytest.mark.parametrize(
-    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 3), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
+    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 5), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
 )
 def test_multimodal_retriever_beats_popularity(
     method: str,

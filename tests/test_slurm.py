@@ -67,6 +67,7 @@ def slurm_run(cluster_env, tmp_path_factory: pytest.TempPathFactory):
         "train_retriever": {"threads": 1, "mem_mb": 1000},
         "train_reranker": {"threads": 1, "mem_mb": 1000, "gpu": 1},
         "rerank": {"threads": 1, "mem_mb": 1000, "gpu": 1},
+        "item_features": {"threads": 1, "mem_mb": 1000},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     (root / "slurm.yaml").write_text("cpu_partition: cpu\ngpu_partition: gpu\n")
