@@ -91,6 +91,10 @@ def grid_benchmarks():
         for filename in config["datasets"][dataset].get("download", {}):
             jobs.append((rules.download_raw, {"dataset": dataset, "filename": filename}))
     for cell in grid_cells():
+        method = cell["retriever"] if cell["reranker"] == "none" else cell["reranker"]
+        for modality in dataset_modalities(cell["dataset"]):
+            if modality in method_spec(method).features:
+                jobs.append((rules.item_features, {**cell, "feature": modality}))
         if cell["reranker"] == "none":
             jobs.append((rules.train_retriever, cell))
             continue

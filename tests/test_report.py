@@ -21,6 +21,7 @@ from seqrerank.report.plots import metric_bars, training_curves
 from seqrerank.report.provenance import file_digest
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO = yaml.safe_load((REPO / "config/demo.yaml").read_text())
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -151,10 +152,11 @@ def test_report_has_training_curves_of_every_trained_model(results) -> None:
         if result["labels"].get("result") == "training curves"
     )
     # Popularity does not train: no curve.
-    assert curves == [
-        "rerank_bert4rec_trained_on_sequences_seed42.svg",
-        "retrieval_lrurec_seed42.svg",
-    ]
+    trained = [r for r in DEMO["retrievers"] if r != "popularity"]
+    assert curves == sorted(
+        ["rerank_bert4rec_trained_on_sequences_seed42.svg"]
+        + [f"retrieval_{retriever}_seed42.svg" for retriever in trained]
+    )
 
 
 def test_report_has_a_page_per_cell(demo_run, results) -> None:
@@ -163,15 +165,10 @@ def test_report_has_a_page_per_cell(demo_run, results) -> None:
         for r in results.values()
         if r["labels"].get("result") == "cell"
     }
-    assert sorted(cells) == sorted(
-        [
-            ("popularity", "none", "retrieval"),
-            ("lrurec", "none", "retrieval"),
-            ("popularity", "bert4rec", "retrieval"),
-            ("lrurec", "bert4rec", "retrieval"),
-            ("none", "bert4rec", "ground_truth"),
-        ]
-    )
+    expected = [(r, "none", "retrieval") for r in DEMO["retrievers"]]
+    expected += [(r, "bert4rec", "retrieval") for r in DEMO["retrievers"]]
+    expected += [("none", "bert4rec", "ground_truth")]
+    assert sorted(cells) == sorted(expected)
     page = cells[("lrurec", "bert4rec", "retrieval")]
     metrics = json.loads(
         (demo_run.results / "demo/rerank/bert4rec/retrieval/lrurec/seed42/metrics.json").read_text()
@@ -195,7 +192,8 @@ def test_report_has_the_dataset_statistics(demo_run, results) -> None:
 def test_report_provenance_traces_every_model_file_and_the_commit(demo_run, results) -> None:
     page = embedded(by_name(results)["provenance.html"])
     models = sorted(demo_run.results.glob("demo/*/**/model.pt"))
-    assert len(models) == 3  # popularity, lrurec, and the one BERT4Rec every cell shares
+    # every retriever, and the one BERT4Rec every cell shares
+    assert len(models) == len(DEMO["retrievers"]) + 1
     for model in models:
         assert f"{model.relative_to(demo_run.workdir)} (sha256 {file_digest(model)})" in page
     commit = subprocess.run(
@@ -209,7 +207,8 @@ def test_report_provenance_traces_every_model_file_and_the_commit(demo_run, resu
 def test_report_benchmarks_list_every_job_of_the_run(demo_run, results) -> None:
     page = embedded(by_name(results)["benchmarks.html"])
     benchmarks = sorted(demo_run.results.glob("*/benchmarks/*.tsv"))
-    assert len(benchmarks) == 9  # data, 2 retrievers, ground truth, BERT4Rec, 3 cells, table
+    trained = {path.stem for path in benchmarks if path.stem.startswith("train_retriever_")}
+    assert trained == {f"train_retriever_{r}_seed42" for r in DEMO["retrievers"]}
     for path in benchmarks:
         assert f"<td>{path.stem}</td>" in page
 
