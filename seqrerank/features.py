@@ -292,6 +292,9 @@ def load_clip(settings: FeatureSettings) -> tuple[torch.nn.Module, Callable, Cal
     e.g. a tiny random model for tests and the demo."""
     import open_clip
 
+    # Weights that are not loaded (a tiny model built from config) are drawn from a fixed seed,
+    # so every run computes the same features.
+    torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(
         settings.clip_model,
         pretrained=settings.clip_pretrained,
