@@ -21,11 +21,10 @@ from benchmarks.common import (
     peak_rss_mb,
     prepared_dataset,
 )
-from seqrerank.data.dataset import load_sequences
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.io import read_json, write_json
-from seqrerank.pipeline import build_model
-from seqrerank.training import TrainSettings, fit
+from seqrerank.pipeline import train
+from seqrerank.training import TrainSettings
 
 # LlamaRec (Yue et al. 2023), Table 1, Amazon Beauty, full ranking with the history masked.
 PUBLISHED = {
@@ -46,17 +45,10 @@ def benchmark_retriever(
     features: dict[str, Path] | None = None,
 ) -> dict:
     """Train ``name`` from scratch and measure it; ``features``: its item feature files."""
-    data_dir = prepared_dataset(dataset)
-    data = load_sequences(data_dir)
-    model = build_model(name, data, data_dir, params, settings.seed, features)
     checkpoints = BENCH_RESULTS / dataset / name / "checkpoints"
     shutil.rmtree(checkpoints, ignore_errors=True)  # a benchmark measures a fresh run
-    history = fit(
-        model,
-        data,
-        settings,
-        checkpoints,
-        validate=lambda m: evaluate(retrieve(m, data, "val", top_k=20)),
+    model, data, history = train(
+        name, prepared_dataset(dataset), params, settings, checkpoints, features
     )
     with Timer() as ranking:
         test = evaluate(retrieve(model, data, "test", top_k=200))
