@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import time
@@ -58,4 +59,17 @@ def environment() -> dict:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "processor": platform.processor() or platform.machine(),
+    }
+
+
+def bench_dataset() -> str:
+    """The real Beauty sequences when ../shared has them, else the built-in demo data."""
+    return "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
+
+
+def epoch_budget() -> dict[str, int]:
+    """Epochs and early-stopping patience, from BENCH_EPOCHS (default 40) and BENCH_PATIENCE (5)."""
+    return {
+        "epochs": int(os.environ.get("BENCH_EPOCHS", 40)),
+        "patience": int(os.environ.get("BENCH_PATIENCE", 5)),
     }

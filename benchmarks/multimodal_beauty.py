@@ -18,7 +18,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmarks.common import BEAUTY, BENCH_RESULTS, REPO, environment, prepared_dataset
+from benchmarks.common import (
+    BENCH_RESULTS,
+    REPO,
+    bench_dataset,
+    environment,
+    epoch_budget,
+    prepared_dataset,
+)
 from benchmarks.retrieval_beauty import benchmark_retriever
 from seqrerank.features import FeatureSettings, build_item_features
 from seqrerank.io import read_json, write_json
@@ -76,14 +83,13 @@ def print_report(dataset: str, results: dict, lrurec: dict | None) -> None:
 
 
 def main() -> None:
-    dataset = "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
+    dataset = bench_dataset()
     features = feature_files(dataset)
     settings = TrainSettings(
-        epochs=int(os.environ.get("BENCH_EPOCHS", 40)),
+        **epoch_budget(),
         lr=1e-3,
         weight_decay=0.0,
         batch_size=2048,
-        patience=int(os.environ.get("BENCH_PATIENCE", 5)),
         metric="recall@20",
     )
     results = {}

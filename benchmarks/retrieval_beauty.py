@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import (
-    BEAUTY,
     BENCH_RESULTS,
     Timer,
+    bench_dataset,
     environment,
+    epoch_budget,
     peak_rss_mb,
     prepared_dataset,
 )
@@ -94,13 +95,12 @@ def print_report(dataset: str, results: dict) -> None:
 
 def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
-    dataset = "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
+    dataset = bench_dataset()
     settings = TrainSettings(
-        epochs=int(os.environ.get("BENCH_EPOCHS", 40)),
+        **epoch_budget(),
         lr=1e-3,
         weight_decay=0.01,
         batch_size=128,
-        patience=int(os.environ.get("BENCH_PATIENCE", 5)),
         metric="recall@10",
     )
     results = {"lrurec": benchmark_retriever("lrurec", LRUREC, dataset, settings)}

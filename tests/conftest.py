@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import HTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +144,15 @@ def demo_report(demo_run: WorkflowRun) -> Path:
     if result.returncode != 0:
         pytest.fail(f"snakemake --report failed:\n{result.stdout[-5000:]}")
     return report
+
+
+@contextmanager
+def serving(httpd: HTTPServer) -> Iterator[HTTPServer]:
+    """Run a test HTTP server (bound to 127.0.0.1) in a thread for the block's duration."""
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

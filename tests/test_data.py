@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import serving
 from PIL import Image
 
 from seqrerank.data import prepare_dataset
@@ -442,12 +442,8 @@ class RangeHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[FileServer]:
-    httpd = FileServer()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(FileServer()) as httpd:
+        yield httpd
 
 
 def test_download_full_file(tmp_path: Path, server: FileServer) -> None:

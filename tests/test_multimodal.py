@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import serving
 from PIL import Image
 
 from seqrerank import features as features_module
@@ -187,12 +187,8 @@ class ImageHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def image_server() -> Iterator[ImageServer]:
-    httpd = ImageServer()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(ImageServer()) as httpd:
+        yield httpd
 
 
 def unreachable_url() -> str:
