@@ -20,6 +20,7 @@ validate_config(config, workflow.source_path("config/schema.yaml"), source="conf
 include: "rules/common.smk"
 include: "rules/aggregate.smk"
 include: "rules/data.smk"
+include: "rules/item_text.smk"
 include: "rules/retrieval.smk"
 include: "rules/rerank.smk"
 

@@ -79,6 +79,13 @@ def download_source(wildcards):
     return downloads[wildcards.filename]
 
 
+def summary_settings(small):
+    """Settings of the semantic-summary rule: the main summariser model, or the small one."""
+    settings = dict(config["semantic_summaries"])
+    small_model = settings.pop("small_model_name")
+    return {**settings, "model_name": small_model} if small else settings
+
+
 # ---- candidates and models --------------------------------------------------------------------
 
 
@@ -105,6 +112,31 @@ def training_source(reranker, mode, retriever):
     if method_spec(reranker).trains_on == "sequences":
         return "sequences"
     return "ground_truth" if mode == "ground_truth" else retriever
+
+
+def item_files(dataset, method):
+    """The generated item texts a method reads (registry ``item_files``), by file stem."""
+    names = method_spec(method).item_files
+    return {name.split(".")[0]: f"results/{dataset}/data/{name}" for name in names}
+
+
+def source_candidates(wildcards, source):
+    if source == "ground_truth":
+        return GROUND_TRUTH.format(**wildcards)
+    return f"{RETRIEVAL}/retrieved.csv".format(retriever=source, **wildcards)
+
+
+def reranker_training_inputs(wildcards):
+    """The dataset, the item texts the reranker reads and, for one that trains on candidates,
+    its source's lists: validation on their val split, training on their train split, or on
+    the target plus random negatives with `rerank.train_candidates: random` (LlamaRec)."""
+    inputs = {**data_files(wildcards.dataset), **item_files(wildcards.dataset, wildcards.reranker)}
+    if method_spec(wildcards.reranker).trains_on == "candidates":
+        lists = source_candidates(wildcards, wildcards.source)
+        random = config["rerank"]["train_candidates"] == "random"
+        inputs["validation_candidates"] = lists
+        inputs["training_candidates"] = GROUND_TRUTH.format(**wildcards) if random else lists
+    return inputs
 
 
 def cell_model(wildcards):

@@ -19,6 +19,9 @@ class MethodSpec:
     """What training consumes. A reranker that trains on ``sequences`` is trained once per
     dataset and serves both candidate modes; one that trains on ``candidates`` is trained per
     candidate source (ground truth, or each retriever), because its training examples differ."""
+    item_files: tuple[str, ...] = ()
+    """Files of the dataset's data folder that the method reads beside the standard ones (item
+    texts written by data rules), so the workflow produces them first."""
 
 
 RETRIEVERS: dict[str, MethodSpec] = {
@@ -28,6 +31,25 @@ RETRIEVERS: dict[str, MethodSpec] = {
 
 RERANKERS: dict[str, MethodSpec] = {
     "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
+    "qwen": MethodSpec("seqrerank.methods.qwen:Qwen", trains_on="candidates"),
+    "qwen3vl_raw_image": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates"
+    ),
+    "qwen3vl_caption": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLCaption",
+        trains_on="candidates",
+        item_files=("captions.csv",),
+    ),
+    "qwen3vl_semantic_summary": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummary",
+        trains_on="candidates",
+        item_files=("semantic_summaries.csv",),
+    ),
+    "qwen3vl_semantic_summary_small": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummarySmall",
+        trains_on="candidates",
+        item_files=("semantic_summaries_small.csv",),
+    ),
 }
 
 MODES = ("retrieval", "ground_truth")

@@ -53,12 +53,12 @@ class Recommender(nn.Module):
 
 def check_params(cls: type, params: dict[str, Any], where: str) -> None:
     """Fail with the valid names when config passes a parameter the model does not take."""
+    # Parameters without a default (num_items, ...) are supplied by from_data, not by config.
     signature = inspect.signature(cls.__init__).parameters.values()
     accepted = [
         p.name
         for p in signature
-        if p.name not in ("self", "num_items")
-        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        if p.default is not p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
