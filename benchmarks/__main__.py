@@ -1,6 +1,8 @@
-"""Run every benchmark: `python -m benchmarks` (what `make bench` does)."""
+"""Run every benchmark: `python -m benchmarks` (what `make bench` does). The GPU benchmark
+(`python -m benchmarks.llm_gpu`) runs only on a CUDA machine and is left out here."""
 
-from benchmarks import retrieval_beauty
+from benchmarks import llm_scoring, retrieval_beauty
 
 if __name__ == "__main__":
     retrieval_beauty.main()
+    llm_scoring.main()

@@ -84,8 +84,12 @@ class PromptBuilder:
         self.suffix = encode(suffix)
         self.bullet, self.dot, self.newline = encode("-"), encode("."), encode("\n")
         self.labels = [encode(name)[0] for name in label_names(tokenizer, max_candidates)]
-        # " text" as the tokenizer sees it after "-" or ".", cut to max_item_tokens.
-        self.item_tokens = [encode(" " + clean_text(text))[:max_item_tokens] for text in item_texts]
+        # " text" as the tokenizer sees it after "-" or ".", cut to max_item_tokens and then
+        # stripped, since a trailing space would merge with the newline that follows.
+        self.item_tokens = [
+            encode(tokenizer.decode(encode(" " + clean_text(text))[:max_item_tokens]).rstrip())
+            for text in item_texts
+        ]
 
     def build(self, history: Sequence[int], candidates: Sequence[int]) -> Prompt:
         """The prompt for a history (oldest first; the last ``max_history`` items are shown)

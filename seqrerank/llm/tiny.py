@@ -134,7 +134,9 @@ def tiny_vision_lm():
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        # Untied: with tied embeddings a random model only repeats the prompt's last token,
+        # and the summaries it writes would all be empty.
+        tie_word_embeddings=False,
     )
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2),

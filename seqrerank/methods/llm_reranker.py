@@ -180,7 +180,8 @@ class LLMReranker(Recommender):
         if self._vllm is None:
             from seqrerank.llm.vllm_backend import VLLMScorer
 
-            self._vllm = VLLMScorer(self.llm, self.processor, self.prompts.labels, self.vision)
+            load_image = getattr(self, "load_image", None) if self.vision else None
+            self._vllm = VLLMScorer(self.llm, self.processor, self.prompts.labels, load_image)
         return self._vllm
 
     # ---- checkpoints: the adapter only ------------------------------------------------------

@@ -45,11 +45,15 @@ class Qwen3VLReranker(LLMReranker):
         extra = ["", *(items.loc[i, self.item_column] for i in range(1, num_items + 1))]
         return [f"{t}: {e}" if e else t for t, e in zip(titles, extra, strict=True)]
 
-    def _preprocess(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches [n, dim] and grid [1, 3] of an item's image, at most 448 px a side."""
+    def load_image(self, item: int) -> Image.Image:
+        """An item's image, at most 448 px a side."""
         image = Image.open(self._images[item]).convert("RGB")
         image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
-        out = self.processor.image_processor(images=[image], return_tensors="pt")
+        return image
+
+    def _preprocess(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches [n, dim] and grid [1, 3] of an item's image."""
+        out = self.processor.image_processor(images=[self.load_image(item)], return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"]
 
     def image_tokens(self, item: int) -> list[int]:
