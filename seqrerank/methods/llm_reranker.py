@@ -73,6 +73,7 @@ class LLMReranker(Recommender):
             lora_dropout=lora_dropout,
             lora_target_modules=tuple(lora_target_modules),
         )
+        texts = self.item_texts(items, num_items)  # first: a missing text fails before loading
         self.llm, self.processor = load_with_lora(self.settings)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.max_candidates = max_candidates
@@ -82,7 +83,7 @@ class LLMReranker(Recommender):
         self._vllm = None
         self.prompts = PromptBuilder(
             self.tokenizer,
-            self.item_texts(items, num_items),
+            texts,
             max_candidates=max_candidates,
             max_history=max_history,
             max_item_tokens=max_item_tokens,

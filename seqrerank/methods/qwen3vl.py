@@ -52,7 +52,7 @@ class Qwen3VLReranker(LLMReranker):
         return image
 
     def _preprocess(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches [n, dim] and grid [1, 3] of an item's image."""
+        """Patches [n, dim] and grid [1, 3] of an item's image (the model is loaded by then)."""
         out = self.processor.image_processor(images=[self.load_image(item)], return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"]
 
