@@ -1,8 +1,10 @@
-"""Run every benchmark: `python -m benchmarks` (what `make bench` does)."""
+"""Run every benchmark: `python -m benchmarks` (what `make bench` does). The GPU benchmark
+(`python -m benchmarks.llm_gpu`) runs only on a CUDA machine and is left out here."""
 
-from benchmarks import dry_run_scale, multimodal_beauty, retrieval_beauty
+from benchmarks import dry_run_scale, llm_scoring, multimodal_beauty, retrieval_beauty
 
 if __name__ == "__main__":
     retrieval_beauty.main()
     multimodal_beauty.main()
+    llm_scoring.main()
     dry_run_scale.main()

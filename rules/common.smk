@@ -134,27 +134,41 @@ def dataset_modalities(dataset):
     return [modality for modality in MODALITIES if provided[modality]]
 
 
-def feature_inputs(method_wildcard):
+def feature_files(dataset, method):
     """The feature files a method reads (its registry entry's features that the dataset
     provides), as named inputs ``<modality>_features``."""
+    wanted = method_spec(method).features
+    if not wanted:
+        return {}
+    chosen = [m for m in dataset_modalities(dataset) if m in wanted]
+    if not chosen:
+        options = "; or ".join(f"{m}: datasets.{dataset}.{FEATURE_SOURCES[m]}" for m in wanted)
+        raise ValueError(
+            f"{method} needs item features and dataset {dataset} provides none. "
+            f"Enable one in the config: {options}"
+        )
+    return {f"{m}_features": FEATURES.format(dataset=dataset, feature=m) for m in chosen}
+
+
+def item_files(dataset, method):
+    """The generated item texts a method reads (registry ``item_files``), by file stem."""
+    names = method_spec(method).item_files
+    return {name.split(".")[0]: f"{DATA}/{name}".format(dataset=dataset) for name in names}
+
+
+def method_inputs(method_wildcard):
+    """Input function: what the job's method reads beside the dataset's standard files."""
 
     def inputs(wildcards):
-        method = getattr(wildcards, method_wildcard)
-        wanted = method_spec(method).features
-        if not wanted:
-            return {}
-        chosen = [m for m in dataset_modalities(wildcards.dataset) if m in wanted]
-        if not chosen:
-            options = "; or ".join(f"{m}: datasets.{wildcards.dataset}.{FEATURE_SOURCES[m]}" for m in wanted)
-            raise ValueError(
-                f"{method} needs item features and dataset {wildcards.dataset} provides none. "
-                f"Enable one in the config: {options}"
-            )
-        return {
-            f"{m}_features": FEATURES.format(dataset=wildcards.dataset, feature=m) for m in chosen
-        }
+        dataset, method = wildcards.dataset, getattr(wildcards, method_wildcard)
+        return {**feature_files(dataset, method), **item_files(dataset, method)}
 
     return inputs
+def summary_settings(small):
+    """Settings of the semantic-summary rule: the main summariser model, or the small one."""
+    settings = dict(config["semantic_summaries"])
+    small_model = settings.pop("small_model_name")
+    return {**settings, "model_name": small_model} if small else settings
 
 
 # ---- candidates and models --------------------------------------------------------------------
@@ -183,6 +197,25 @@ def training_source(reranker, mode, retriever):
     if method_spec(reranker).trains_on == "sequences":
         return "sequences"
     return "ground_truth" if mode == "ground_truth" else retriever
+
+
+def source_candidates(wildcards, source):
+    if source == "ground_truth":
+        return GROUND_TRUTH.format(**wildcards)
+    return f"{RETRIEVAL}/retrieved.csv".format(retriever=source, **wildcards)
+
+
+def reranker_training_inputs(wildcards):
+    """The dataset, the item texts the reranker reads and, for one that trains on candidates,
+    its source's lists: validation on their val split, training on their train split, or on
+    the target plus random negatives with `rerank.train_candidates: random` (LlamaRec)."""
+    inputs = {**data_files(wildcards.dataset), **method_inputs("reranker")(wildcards)}
+    if method_spec(wildcards.reranker).trains_on == "candidates":
+        lists = source_candidates(wildcards, wildcards.source)
+        random = config["rerank"]["train_candidates"] == "random"
+        inputs["validation_candidates"] = lists
+        inputs["training_candidates"] = GROUND_TRUTH.format(**wildcards) if random else lists
+    return inputs
 
 
 def cell_model(wildcards):

@@ -1,9 +1,9 @@
 rule train_reranker:
     """Stage 2 training. Rerankers trained on sequences (BERT4Rec) get one model per dataset and
-    seed, shared by both candidate modes and every retriever."""
+    seed, shared by both candidate modes and every retriever; those trained on candidates (the
+    LLM rerankers) get one per candidate source."""
     input:
-        unpack(feature_inputs("reranker")),
-        **data_files("{dataset}"),
+        unpack(reranker_training_inputs),
     output:
         model=f"{RERANK_MODEL}/model.pt",
         history=f"{RERANK_MODEL}/history.json",
@@ -12,6 +12,7 @@ rule train_reranker:
         model=params_of("reranker"),
         training=train_settings("rerank", "reranker"),
         checkpoint_dir=f"{RERANK_MODEL}/checkpoints",
+        top_k=config["rerank"]["top_k"],
     log:
         f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
     benchmark:
@@ -30,7 +31,7 @@ rule train_reranker:
 rule rerank:
     """One cell of the grid: rerank the candidates of a mode and evaluate on val and test."""
     input:
-        unpack(feature_inputs("reranker")),
+        unpack(method_inputs("reranker")),
         **data_files("{dataset}"),
         model=cell_model,
         candidates=cell_candidates,

@@ -2,7 +2,7 @@ rule train_retriever:
     """Stage 1: train with per-epoch validation and early stopping, then export the top-K
     candidates of every user and the full-ranking metrics."""
     input:
-        unpack(feature_inputs("retriever")),
+        unpack(method_inputs("retriever")),
         **data_files("{dataset}"),
     output:
         model=f"{RETRIEVAL}/model.pt",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from seqrerank.data.dataset import SequenceData
 from seqrerank.io import atomic_path
@@ -84,3 +85,29 @@ def sample_ground_truth(
         rows[u] = row[rng.permutation(len(row))]
     scores = np.full(rows.shape, np.nan, dtype=np.float32)
     return RankedLists(split, data.users, targets, rows, scores)
+
+
+@dataclass(frozen=True)
+class CandidateTraining:
+    """What a reranker that trains on candidate lists consumes (``trains_on="candidates"``): the
+    dataset, and the lists of the ``train`` task (Stage 1's, or the target plus random items)."""
+
+    data: SequenceData
+    lists: RankedLists
+
+    def examples(
+        self, size: int, generator: torch.Generator
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Per user in ``lists``: (history, candidates, index of the target among them). The
+        candidates are the target and the first ``size - 1`` other items of the user's list,
+        shuffled by ``generator`` (a fresh order each epoch, so no position gives the answer)."""
+        inputs = self.data.inputs("train")
+        out = []
+        for user, target, row in zip(
+            self.lists.users, self.lists.targets, self.lists.items, strict=True
+        ):
+            negatives = row[(row != target) & (row > 0)][: size - 1]
+            candidates = np.append(target, negatives)
+            order = torch.randperm(len(candidates), generator=generator).numpy()
+            out.append((inputs[user - 1], candidates[order], int(np.argmin(order))))
+        return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pandas as pd
 import torch
 
 from seqrerank.candidates import (
+    CandidateTraining,
     RankedLists,
     read_ranked_lists,
     sample_ground_truth,
@@ -25,7 +27,7 @@ from seqrerank.features import load_feature_files
 from seqrerank.io import atomic_path, write_json
 from seqrerank.methods.base import Recommender, check_params
 from seqrerank.metrics import format_metrics_table, metrics_from_ranks, target_ranks
-from seqrerank.registry import load_method
+from seqrerank.registry import load_method, method_spec
 from seqrerank.training import TrainSettings, fit, seed_everything
 
 log = logging.getLogger("seqrerank")
@@ -67,6 +69,16 @@ def use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+@dataclass(frozen=True)
+class RerankCandidates:
+    """The candidate lists a reranker that trains on candidates learns from: ``training``
+    (its ``train`` split) and ``validation`` (its ``val`` split), the first ``top_k`` of each."""
+
+    training: Path
+    validation: Path
+    top_k: int
+
+
 def train(
     method: str,
     data_dir: Path,
@@ -74,19 +86,26 @@ def train(
     settings: TrainSettings,
     checkpoint_dir: Path,
     features: Mapping[str, Path] | None = None,
+    candidates: RerankCandidates | None = None,
 ) -> tuple[Recommender, SequenceData, list[dict]]:
-    """Build and train a method on a prepared dataset, validating by full ranking on val."""
+    """Build and train a method on a prepared dataset. It validates by full ranking on val, or,
+    when it trains on ``candidates``, by reranking the val candidates."""
     data = load_sequences(data_dir)
     model = build_model(method, data, data_dir, params, settings.seed, features)
     history: list[dict] = []
-    if model.trainable:
-        history = fit(
-            model,
-            data,
-            settings,
-            checkpoint_dir,
-            validate=lambda m: evaluate(retrieve(m, data, "val", top_k=20)),
-        )
+    if not model.trainable:
+        return model, data, history
+    if method_spec(method).trains_on == "candidates":
+        if candidates is None:
+            raise ValueError(f"{method} trains on candidate lists, but none were given")
+        train_lists = read_ranked_lists(candidates.training)["train"].head(candidates.top_k)
+        val_lists = read_ranked_lists(candidates.validation)["val"].head(candidates.top_k)
+        examples: SequenceData | CandidateTraining = CandidateTraining(data, train_lists)
+        validate = lambda m: evaluate(rerank(m, data, val_lists))  # noqa: E731
+    else:
+        examples = data
+        validate = lambda m: evaluate(retrieve(m, data, "val", top_k=20))  # noqa: E731
+    history = fit(model, examples, settings, checkpoint_dir, validate)
     return model, data, history
 
 
@@ -131,10 +150,13 @@ def run_reranker_training(
     history_path: Path,
     checkpoint_dir: Path,
     features: Mapping[str, Path] | None = None,
+    candidates: RerankCandidates | None = None,
     threads: int | None = None,
 ) -> None:
     use_threads(threads)
-    model, _, history = train(method, data_dir, params, settings, checkpoint_dir, features)
+    model, _, history = train(
+        method, data_dir, params, settings, checkpoint_dir, features, candidates
+    )
     save_model(model, method, params, model_path)
     write_json(history_path, history)
 

@@ -25,6 +25,9 @@ class MethodSpec:
     env: str = "retrieval"
     """The software its jobs run in: the conda env ``envs/<env>.yaml`` and the Apptainer image
     ``containers/<env>.def`` built from it."""
+    item_files: tuple[str, ...] = ()
+    """Files of the dataset's data folder that the method reads beside the standard ones (item
+    texts written by data rules), so the workflow produces them first."""
 
 
 # Item features, and the dataset setting that provides each (for error messages).
@@ -46,6 +49,28 @@ RETRIEVERS: dict[str, MethodSpec] = {
 
 RERANKERS: dict[str, MethodSpec] = {
     "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
+    "qwen": MethodSpec("seqrerank.methods.qwen:Qwen", trains_on="candidates", env="llm"),
+    "qwen3vl_raw_image": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates", env="vlm"
+    ),
+    "qwen3vl_caption": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLCaption",
+        trains_on="candidates",
+        env="vlm",
+        item_files=("captions.csv",),
+    ),
+    "qwen3vl_semantic_summary": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummary",
+        trains_on="candidates",
+        env="vlm",
+        item_files=("semantic_summaries.csv",),
+    ),
+    "qwen3vl_semantic_summary_small": MethodSpec(
+        "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummarySmall",
+        trains_on="candidates",
+        env="vlm",
+        item_files=("semantic_summaries_small.csv",),
+    ),
 }
 
 MODES = ("retrieval", "ground_truth")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from seqrerank.candidates import CandidateTraining
 from seqrerank.console import progress
 from seqrerank.data.dataset import SequenceData
 from seqrerank.io import atomic_path
@@ -51,17 +52,22 @@ def _fingerprint(model: Recommender, settings: TrainSettings) -> str:
 
 def fit(
     model: Recommender,
-    data: SequenceData,
+    data: SequenceData | CandidateTraining,
     settings: TrainSettings,
     checkpoint_dir: Path,
     validate: Callable[[Recommender], dict[str, float]],
 ) -> list[dict]:
-    """Train ``model`` in place, leave it holding the best epoch's weights, return the history."""
+    """Train ``model`` in place, leave it holding the best epoch's weights, return the history.
+    ``data`` is what the method's ``training_batches`` consume: the sequences, or for a reranker
+    that trains on candidates, the lists of the train task."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    # Only what trains (a LoRA adapter, not the frozen language model under it).
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
     )
     fingerprint = _fingerprint(model, settings)
     history: list[dict] = []

@@ -221,10 +221,22 @@ def comparison(demo_run) -> pd.DataFrame:
     return pd.read_csv(demo_run.results / "demo/comparison.csv")
 
 
+DEMO_RETRIEVERS = ["popularity", "lrurec", "vbpr", "mmgcn", "bm3"]
+DEMO_RERANKERS = [
+    "bert4rec",
+    "qwen",
+    "qwen3vl_raw_image",
+    "qwen3vl_caption",
+    "qwen3vl_semantic_summary",
+    "qwen3vl_semantic_summary_small",
+]
+
+
 def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFrame) -> None:
-    retrievers = ["popularity", "lrurec", "vbpr", "mmgcn", "bm3"]
-    cells = [(r, reranker, "retrieval") for r in retrievers for reranker in ("none", "bert4rec")]
-    cells.append(("none", "bert4rec", "ground_truth"))
+    cells = [(r, "none", "retrieval") for r in DEMO_RETRIEVERS]
+    for reranker in DEMO_RERANKERS:
+        cells += [(r, reranker, "retrieval") for r in DEMO_RETRIEVERS]
+        cells.append(("none", reranker, "ground_truth"))
     expected = sorted(("demo", *cell, split) for cell in cells for split in ("val", "test"))
     rows = comparison[["dataset", "retriever", "reranker", "mode", "split"]]
     assert sorted(rows.itertuples(index=False, name=None)) == expected
@@ -266,6 +278,40 @@ def test_demo_trains_bert4rec_once_for_all_cells(demo_run) -> None:
         p.name for p in (demo_run.results / "demo/rerank/bert4rec").glob("trained_on_*")
     )
     assert models == ["trained_on_sequences"]
+
+
+@pytest.mark.parametrize("reranker", DEMO_RERANKERS[1:])
+def test_demo_trains_each_llm_reranker_once_per_candidate_source(demo_run, reranker) -> None:
+    root = demo_run.results / "demo/rerank" / reranker
+    models = sorted(p.name for p in root.glob("trained_on_*"))
+    assert models == ["trained_on_ground_truth", "trained_on_lrurec", "trained_on_popularity"]
+    history = json.loads((root / "trained_on_lrurec/seed42/history.json").read_text())
+    assert [epoch["epoch"] for epoch in history] == [1]
+    assert 0 < history[0]["val"]["ndcg@10"] <= 1
+
+
+def test_demo_llm_rerankers_score_every_val_and_test_user(demo_run) -> None:
+    users = len((demo_run.results / "demo/data/train.txt").read_text().splitlines())
+    for reranker in DEMO_RERANKERS[1:]:
+        cell = demo_run.results / f"demo/rerank/{reranker}/retrieval/lrurec/seed42"
+        ranks = pd.read_csv(cell / "ranks.csv")
+        assert ranks.groupby("split").size().to_dict() == {"test": users, "val": users}
+        metrics = json.loads((cell / "metrics.json").read_text())
+        assert metrics["val"]["users"] == users
+
+
+def test_demo_item_texts_cover_every_item_with_an_image(demo_run) -> None:
+    data = demo_run.results / "demo/data"
+    items = pd.read_csv(data / "items.csv", keep_default_na=False)
+    with_image = set(items.loc[items["image"] != "", "item_id"])
+    for name, column in [
+        ("captions.csv", "caption"),
+        ("semantic_summaries.csv", "semantic_summary"),
+        ("semantic_summaries_small.csv", "semantic_summary_small"),
+    ]:
+        table = pd.read_csv(data / name)
+        assert set(table["item_id"]) == with_image
+        assert list(table.columns) == ["item_id", column]
 
 
 def test_rerunning_one_cell_by_its_output_file_reruns_only_that_job(

@@ -2,10 +2,17 @@ from pathlib import Path
 
 from seqrerank.console import configure_logging
 from seqrerank.features import feature_inputs
-from seqrerank.pipeline import run_reranker_training
+from seqrerank.pipeline import RerankCandidates, run_reranker_training
 from seqrerank.training import TrainSettings
 
 configure_logging(snakemake.log[0])
+candidates = None
+if hasattr(snakemake.input, "training_candidates"):  # a reranker trained on candidates
+    candidates = RerankCandidates(
+        training=snakemake.input.training_candidates,
+        validation=snakemake.input.validation_candidates,
+        top_k=snakemake.params.top_k,
+    )
 run_reranker_training(
     snakemake.params.method,
     data_dir=Path(snakemake.input.train).parent,
@@ -15,5 +22,6 @@ run_reranker_training(
     history_path=snakemake.output.history,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     features=feature_inputs(snakemake.input),
+    candidates=candidates,
     threads=snakemake.threads,
 )

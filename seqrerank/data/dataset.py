@@ -85,7 +85,21 @@ def load_sequences(data_dir: str | Path) -> SequenceData:
     )
 
 
+# Item texts that data rules generate into their own files beside items.csv (column -> file).
+ITEM_TEXT_FILES = {
+    "caption": "captions.csv",
+    "semantic_summary": "semantic_summaries.csv",
+    "semantic_summary_small": "semantic_summaries_small.csv",
+}
+
+
 def load_items(data_dir: str | Path) -> pd.DataFrame:
-    """The item table, indexed by item id, with empty strings (not NaN) for missing text."""
-    items = pd.read_csv(Path(data_dir) / "items.csv", keep_default_na=False)
-    return items.set_index("item_id")
+    """The item table, indexed by item id, with empty strings (not NaN) for missing text, and a
+    column for each generated item text that exists (``ITEM_TEXT_FILES``)."""
+    data_dir = Path(data_dir)
+    items = pd.read_csv(data_dir / "items.csv", keep_default_na=False).set_index("item_id")
+    for column, name in ITEM_TEXT_FILES.items():
+        if (data_dir / name).exists():
+            texts = pd.read_csv(data_dir / name, keep_default_na=False).set_index("item_id")
+            items[column] = texts[column].reindex(items.index, fill_value="")
+    return items

