@@ -193,10 +193,13 @@ def cell_candidates(wildcards):
 
 def training_source(reranker, mode, retriever):
     """What a reranker's model is trained on, which decides how many models a grid needs: one
-    per dataset for sequence-trained rerankers, one per candidate source otherwise."""
+    per dataset for sequence-trained rerankers, one per candidate source otherwise (one in all
+    with `rerank.train_candidates: ground_truth`)."""
     if method_spec(reranker).trains_on == "sequences":
         return "sequences"
-    return "ground_truth" if mode == "ground_truth" else retriever
+    if mode == "ground_truth" or config["rerank"]["train_candidates"] == "ground_truth":
+        return "ground_truth"
+    return retriever
 
 
 def source_candidates(wildcards, source):
@@ -208,7 +211,8 @@ def source_candidates(wildcards, source):
 def reranker_training_inputs(wildcards):
     """The dataset, the item texts the reranker reads and, for one that trains on candidates,
     its source's lists: validation on their val split, training on their train split, or on
-    the target plus random negatives with `rerank.train_candidates: random` (LlamaRec)."""
+    the target plus random negatives with `rerank.train_candidates: random` (LlamaRec). Source
+    ground_truth (see training_source) has the random lists for both."""
     inputs = {**data_files(wildcards.dataset), **method_inputs("reranker")(wildcards)}
     if method_spec(wildcards.reranker).trains_on == "candidates":
         lists = source_candidates(wildcards, wildcards.source)
