@@ -52,7 +52,7 @@ def test_validation_fills_in_defaults(demo_config: dict[str, Any]) -> None:
     assert demo_config["retrieval"]["metric"] == "ndcg@10"
     assert demo_config["retrieval"]["weight_decay"] == 0.01
     assert demo_config["rerank"]["negatives"] == 19
-    assert demo_config["resources"] == {}
+    assert demo_config["features"]["text_encoder"] == "clip"
 
 
 def test_method_training_settings_override_the_stage_defaults(

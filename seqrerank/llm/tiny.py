@@ -162,7 +162,10 @@ def tiny_vision_lm():
         tie_word_embeddings=False,
     )
     processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2),
+        # Every image down to 32x32 pixels: one token after the 2x2 merge, a cheap vision tower.
+        image_processor=Qwen2VLImageProcessor(
+            patch_size=16, merge_size=2, size={"shortest_edge": 32 * 32, "longest_edge": 32 * 32}
+        ),
         tokenizer=tokenizer,
         video_processor=Qwen3VLVideoProcessor(patch_size=16),
         chat_template=CHAT_TEMPLATE,

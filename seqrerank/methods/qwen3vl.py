@@ -12,6 +12,7 @@ Prompt, verbalizer scoring, LoRA training and backends are the shared
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import pandas as pd
 import torch
@@ -59,12 +60,23 @@ class Qwen3VLReranker(LLMReranker):
     def image_tokens(self, item: int) -> list[int]:
         if self.item_column is not None or not self._images[item]:
             return []
-        _, grid = self._pixels(item)
-        merge = self.processor.image_processor.merge_size
-        count = int(grid.prod()) // merge**2
+        return self._image_placeholder(item)
+
+    @functools.cached_property
+    def _image_placeholder(self) -> Callable[[int], list[int]]:
+        """Per item, its image's placeholder ids, computed once: prompt building asks for them
+        for every history and candidate line."""
         config = self.llm.config
-        return [config.vision_start_token_id, *[config.image_token_id] * count,
-                config.vision_end_token_id]  # fmt: skip
+        start, pad, end = (config.vision_start_token_id, config.image_token_id,
+                           config.vision_end_token_id)  # fmt: skip
+        merge = self.processor.image_processor.merge_size
+
+        @functools.cache
+        def placeholder(item: int) -> list[int]:
+            _, grid = self._pixels(item)
+            return [start, *[pad] * (int(grid.prod()) // merge**2), end]
+
+        return placeholder
 
     def model_inputs(self, prompts: list[Prompt]) -> dict[str, torch.Tensor]:
         inputs = super().model_inputs(prompts)
