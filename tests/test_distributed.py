@@ -1,0 +1,160 @@
+"""LLM cells on several processes (seqrerank.distributed): two CPU processes with the gloo backend,
+started by torchrun's own launcher, train a tiny Qwen data-parallel and score the demo candidates
+sharded over the users; both equal the single-process run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seqrerank import distributed, pipeline
+from seqrerank.candidates import (
+    RankedLists,
+    read_ranked_lists,
+    sample_ground_truth,
+    write_ranked_lists,
+)
+from seqrerank.data.dataset import SPLITS, SequenceData
+from seqrerank.evaluation import evaluate
+from seqrerank.pipeline import RerankCandidates, run_rerank, run_reranker_training
+from seqrerank.training import TrainSettings
+
+USERS = 40  # of the demo's, with 10 ground-truth candidates each: a test-sized cell
+TOP_K = 10
+# No LoRA dropout: one process and two draw different dropout masks for the same example.
+PARAMS = {
+    "model_name": "tiny",
+    "max_history": 5,
+    "max_item_tokens": 8,
+    "score_batch_size": 4,
+    "train_users_per_epoch": 16,
+    "lora_dropout": 0.0,
+}
+# 16 users in batches of 5: parts of 2 and 3 examples, and a last batch of 1 that leaves rank 0
+# without an example.
+SETTINGS = TrainSettings(epochs=2, lr=1e-3, batch_size=5, patience=2, seed=3)
+
+
+class Interrupted(Exception):
+    """Stands for the job being killed in its second epoch."""
+
+
+def train_then_rerank(training: dict, scoring: dict, threads: int) -> None:
+    """Both steps of an LLM cell in one launch, to start the workers once."""
+    run_reranker_training(**training, threads=threads)
+    distributed.barrier()  # rank 0 has written the model
+    run_rerank(**scoring, threads=threads)
+
+
+def cell(demo_dir: Path, candidates: Path, out: Path) -> tuple[dict, dict]:
+    """The keyword arguments of the cell's training and scoring steps, writing under ``out``."""
+    training = dict(
+        method="qwen",
+        data_dir=demo_dir,
+        params=PARAMS,
+        settings=SETTINGS,
+        model_path=out / "model.pt",
+        history_path=out / "history.json",
+        checkpoint_dir=out / "checkpoints",
+        candidates=RerankCandidates(candidates, candidates, TOP_K),
+    )
+    scoring = dict(
+        data_dir=demo_dir,
+        model_path=out / "model.pt",
+        candidates_path=candidates,
+        top_k=TOP_K,
+        reranked_path=out / "reranked.csv",
+        metrics_path=out / "metrics.json",
+        ranks_path=out / "ranks.csv",
+        label="qwen (test)",
+    )
+    return training, scoring
+
+
+@pytest.fixture(scope="module")
+def runs(demo_data: SequenceData, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(one process, two processes): the output folders of the cell run both ways.
+
+    One process trains the first epoch and is interrupted in the second; the two processes
+    resume from a copy of its checkpoint and train the second epoch under DDP, while the one
+    process resumes too. Both then score: the two processes with their model, the one process
+    with that same model, so that the scores can be compared exactly."""
+    root = tmp_path_factory.mktemp("distributed")
+    candidates = root / "candidates.csv"
+    lists = [sample_ground_truth(demo_data, split, TOP_K - 1, seed=1) for split in SPLITS]
+    head = [
+        RankedLists(p.split, p.users[:USERS], p.targets[:USERS], p.items[:USERS], p.scores[:USERS])
+        for p in lists
+    ]
+    write_ranked_lists(candidates, head)
+    one, two = root / "one", root / "two"
+    training, _ = cell(demo_dir, candidates, one)
+
+    validations = itertools.count()
+
+    def evaluate_until_killed(lists: RankedLists) -> dict:
+        if next(validations) == 1:
+            raise Interrupted
+        return evaluate(lists)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pipeline, "evaluate", evaluate_until_killed)
+        with pytest.raises(Interrupted):
+            run_reranker_training(**training, threads=1)
+    shutil.copytree(one / "checkpoints", two / "checkpoints")
+    run_reranker_training(**training, threads=1)
+
+    log = two / "job.log"
+    training, scoring = cell(demo_dir, candidates, two)
+    try:
+        distributed.launch(
+            train_then_rerank,
+            distributed.Processes(per_node=2),
+            log_path=log,
+            threads=2,
+            training=training,
+            scoring=scoring,
+        )
+    except RuntimeError as error:
+        pytest.fail(f"{error}:\n{log.read_text()[-5000:]}")
+    _, scoring = cell(demo_dir, candidates, one)
+    run_rerank(**{**scoring, "model_path": two / "model.pt"}, threads=1)
+    return one, two
+
+
+def test_two_processes_resume_and_train_like_one(runs) -> None:
+    one, two = runs
+    assert "resuming from" in (two / "job.log").read_text()
+    single, double = (torch.load(run / "model.pt", weights_only=False) for run in runs)
+    assert single["state_dict"].keys() == double["state_dict"].keys()
+    for name, value in single["state_dict"].items():
+        torch.testing.assert_close(double["state_dict"][name], value, rtol=1e-5, atol=1e-6)
+    lora_b = [value for name, value in double["state_dict"].items() if "lora_B" in name]
+    assert all(value.abs().sum() > 0 for value in lora_b)  # trained: LoRA's B starts at zero
+    histories = [json.loads((run / "history.json").read_text()) for run in runs]
+    assert [epoch["epoch"] for epoch in histories[1]] == [1, 2]
+    for epoch_one, epoch_two in zip(*histories, strict=True):
+        assert epoch_two["loss"] == pytest.approx(epoch_one["loss"], rel=1e-5)
+        assert epoch_two["val"] == pytest.approx(epoch_one["val"], rel=1e-5)
+
+
+def test_scores_gathered_from_two_processes_equal_one_process_scores(runs) -> None:
+    one, two = runs
+    lists = [read_ranked_lists(run / "reranked.csv") for run in runs]
+    assert list(lists[1]) == ["val", "test"]
+    for split in ("val", "test"):
+        single, double = lists[0][split], lists[1][split]
+        assert len(double) == USERS
+        np.testing.assert_array_equal(double.users, single.users)  # in user order
+        np.testing.assert_array_equal(double.items, single.items)
+        np.testing.assert_allclose(double.scores, single.scores, rtol=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(two / "ranks.csv"), pd.read_csv(one / "ranks.csv"))
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
+    assert metrics[1] == metrics[0]
