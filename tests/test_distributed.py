@@ -1,18 +1,27 @@
 """LLM cells on several processes (seqrerank.distributed): two CPU processes with the gloo backend,
 started by torchrun's own launcher, train a tiny Qwen data-parallel and score the demo candidates
-sharded over the users; both equal the single-process run."""
+sharded over the users; both equal the single-process run. Then the SLURM side: a dry run of the
+SLURM profile shows the multi-GPU resources of the LLM rules, and the executor turns them into the
+sbatch options a torchrun job needs."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import run_snakemake
+from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+from snakemake_executor_plugin_slurm.utils import set_gres_string
+from test_slurm import slurm_test_profile
 
 from seqrerank import distributed, pipeline
 from seqrerank.candidates import (
@@ -158,3 +167,100 @@ def test_scores_gathered_from_two_processes_equal_one_process_scores(runs) -> No
     pd.testing.assert_frame_equal(pd.read_csv(two / "ranks.csv"), pd.read_csv(one / "ranks.csv"))
     metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
     assert metrics[1] == metrics[0]
+
+
+# ---- SLURM ------------------------------------------------------------------------------------
+
+MULTI_GPU = {
+    "train_reranker": {"threads": 8, "mem_mb": 64000, "gpu": 4, "nodes": 2},
+    "rerank": {"threads": 8, "mem_mb": 32000, "gpu": 2},
+}
+
+
+def dry_run_config(resources: dict) -> dict:
+    return {
+        "run": "multi-gpu",
+        "datasets": {"a": {"source": "synthetic", "synthetic": {"num_users": 50, "seed": 1}}},
+        "retrievers": ["popularity"],
+        "rerankers": ["qwen"],
+        "modes": ["ground_truth"],
+        "resources": resources,
+    }
+
+
+def slurm_dry_run(root: Path, resources: dict) -> str:
+    """`snakemake -n` through profiles/slurm (without conda/Apptainer, which do not install
+    here), with the user's SLURM settings naming a GPU partition and model."""
+    (root / "slurm.yaml").write_text("gpu_partition: gpu\ngpu_model: a100\ncpu_partition: cpu\n")
+    (root / "config.yaml").write_text(yaml.safe_dump(dry_run_config(resources)))
+    profile = slurm_test_profile(root / "profile")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEQRERANK_SLURM_SETTINGS", str(root / "slurm.yaml"))
+        result = run_snakemake(
+            "-n", "--forceall", "--profile", profile, "--configfile", root / "config.yaml",
+            "--directory", root,
+        )  # fmt: skip
+    return result.stdout if result.returncode == 0 else pytest.fail(result.stdout[-3000:])
+
+
+@pytest.fixture(scope="module")
+def dry_run_resources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The resources of each rule's job in the dry run, as Snakemake lists them."""
+    output = slurm_dry_run(tmp_path_factory.mktemp("multi_gpu"), MULTI_GPU)
+    resources = {}
+    for block in re.split(r"^rule ", output, flags=re.MULTILINE)[1:]:
+        rule = block.split(":", 1)[0]
+        line = re.search(r"^\s+resources: (.+)$", block, flags=re.MULTILINE).group(1)
+        pairs = (pair.split("=", 1) for pair in line.split(", "))
+        resources[rule] = {key: int(value) if value.isdigit() else value for key, value in pairs}
+    return resources
+
+
+def test_dry_run_shows_the_multi_gpu_resources_of_the_llm_rules(dry_run_resources) -> None:
+    training, scoring = dry_run_resources["train_reranker"], dry_run_resources["rerank"]
+    # Two nodes: one torchrun per node (a task each), four GPUs on each, started by the job.
+    assert training["nodes"] == 2 and training["tasks"] == 2 and training["mpi"] == "srun"
+    assert training["gres"] == "gpu:a100:4" and "gpu" not in training
+    assert training["slurm_partition"] == "gpu"
+    # One node: two GPUs, run like any GPU job (the executor's srun around it).
+    assert scoring["gpu"] == 2 and scoring["gpu_model"] == "a100"
+    assert "nodes" not in scoring and "mpi" not in scoring
+    assert dry_run_resources["prepare_data"]["slurm_partition"] == "cpu"
+
+
+class JobResources(dict):
+    """A job's resources as the executor reads them: ``get`` and attributes."""
+
+    __getattr__ = dict.__getitem__
+
+
+def sbatch_options(resources: dict[str, dict], rule: str) -> list[str]:
+    """The sbatch options the SLURM executor writes for the job of ``rule``."""
+    job = SimpleNamespace(
+        resources=JobResources(resources[rule]), threads=MULTI_GPU[rule]["threads"]
+    )
+    params = dict(
+        run_uuid="id", slurm_logfile="log", comment_str="rule", account="", partition="",
+        workdir=None,
+    )  # fmt: skip
+    return (get_submit_command(job, params) + set_gres_string(job)).split()
+
+
+def test_the_executor_asks_sbatch_for_one_task_per_node_and_their_gpus(
+    dry_run_resources,
+) -> None:
+    training = sbatch_options(dry_run_resources, "train_reranker")
+    for option in ("--nodes=2", "--ntasks=2", "--cpus-per-task=8", "--gres=gpu:a100:4"):
+        assert option in training, training
+    assert not any(option.startswith(("--ntasks-per-gpu", "--gpus")) for option in training)
+    scoring = sbatch_options(dry_run_resources, "rerank")
+    assert "--gpus=a100:2" in scoring and not any(o.startswith("--nodes") for o in scoring)
+
+
+def test_several_gpus_for_a_rule_that_uses_one_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump(dry_run_config({"train_retriever": {"gpu": 2}}))
+    )
+    result = run_snakemake("-n", "--configfile", tmp_path / "config.yaml", "--directory", tmp_path)
+    assert result.returncode != 0
+    assert "resources.train_retriever: train_retriever runs on one GPU of one node" in result.stdout
