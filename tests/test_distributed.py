@@ -6,6 +6,7 @@ sbatch options a torchrun job needs."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import re
@@ -31,7 +32,7 @@ from seqrerank.candidates import (
     write_ranked_lists,
 )
 from seqrerank.data.dataset import SPLITS, SequenceData
-from seqrerank.evaluation import evaluate
+from seqrerank.evaluation import evaluate, rerank
 from seqrerank.pipeline import RerankCandidates, run_rerank, run_reranker_training
 from seqrerank.training import TrainSettings
 
@@ -167,6 +168,27 @@ def test_scores_gathered_from_two_processes_equal_one_process_scores(runs) -> No
     pd.testing.assert_frame_equal(pd.read_csv(two / "ranks.csv"), pd.read_csv(one / "ranks.csv"))
     metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
     assert metrics[1] == metrics[0]
+
+
+def test_tensor_parallel_size_needs_the_vllm_backend(
+    demo_data: SequenceData, demo_dir: Path
+) -> None:
+    with pytest.raises(ValueError, match="tensor_parallel_size is vLLM's"):
+        pipeline.build_model("qwen", demo_data, demo_dir, {**PARAMS, "tensor_parallel_size": 2}, 0)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None or torch.cuda.device_count() < 2,
+    reason="needs vLLM and two GPUs",
+)
+def test_vllm_on_two_gpus_ranks_like_transformers(demo_data: SequenceData, demo_dir: Path):
+    lists = sample_ground_truth(demo_data, "val", TOP_K - 1, seed=5)
+    ranked = {}
+    for backend, gpus in (("transformers", 1), ("vllm", 2)):
+        params = {**PARAMS, "backend": backend, "tensor_parallel_size": gpus}
+        model = pipeline.build_model("qwen", demo_data, demo_dir, params, seed=0)
+        ranked[backend] = rerank(model, demo_data, lists).items
+    np.testing.assert_array_equal(ranked["transformers"], ranked["vllm"])
 
 
 # ---- SLURM ------------------------------------------------------------------------------------
