@@ -1,5 +1,6 @@
-"""Run every benchmark: `python -m benchmarks` (what `make bench` does). The GPU benchmark
-(`python -m benchmarks.llm_gpu`) runs only on a CUDA machine and is left out here."""
+"""Run every benchmark: `python -m benchmarks` (what `make bench` does). The GPU benchmarks
+(`python -m benchmarks.llm_gpu`, `python -m benchmarks.llm_distributed_gpu`) run only on a CUDA
+machine and are left out here."""
 
 from benchmarks import dry_run_scale, llm_scoring, multimodal_beauty, retrieval_beauty
 

@@ -53,14 +53,42 @@ def threads_of(rule_name, default=1):
     return config["resources"].get(rule_name, {}).get("threads", default)
 
 
-def resources_of(rule_name, mem_mb=2000, runtime=60):
+def resources_of(rule_name, mem_mb=2000, runtime=60, several_gpus=False):
     """Resources of a rule: the defaults given here, overridden by config `resources.<rule>`
-    (threads aside, see threads_of). Given `gpu` there, a job asks for that many GPUs and goes
-    to the GPU partition of the user's SLURM settings (seqrerank/slurm.py)."""
+    (threads aside, see threads_of). Given `gpu` there, a job asks for that many GPUs (on each
+    of its `nodes`) and goes to the GPU partition of the user's SLURM settings
+    (seqrerank/slurm.py). Only rules marked `several_gpus` use more than one GPU."""
     chosen = {"mem_mb": mem_mb, "runtime": runtime}
     chosen.update(config["resources"].get(rule_name, {}))
     chosen.pop("threads", None)
-    return {**chosen, **slurm.placement(SLURM, gpus=chosen.get("gpu", 0))}
+    gpus, nodes = chosen.get("gpu", 0), chosen.pop("nodes", 1)
+    if (gpus > 1 or nodes > 1) and not several_gpus:
+        raise ValueError(
+            f"resources.{rule_name}: {rule_name} runs on one GPU of one node; only "
+            "train_reranker and rerank take several (gpu > 1, nodes > 1)"
+        )
+    if nodes > 1:
+        if not gpus:
+            raise ValueError(f"resources.{rule_name}: nodes > 1 needs gpu (GPUs per node)")
+        del chosen["gpu"]  # asked per node by slurm.placement
+    return {**chosen, **slurm.placement(SLURM, gpus=gpus, nodes=nodes)}
+
+
+def processes_of(rule_name):
+    """The processes of a train_reranker or rerank job (seqrerank.distributed): one per GPU on
+    each node of config `resources.<rule>`. A reranker with `backend: vllm` runs in one process,
+    where vLLM spreads the model over the job's GPUs itself (`tensor_parallel_size`)."""
+    chosen = config["resources"].get(rule_name, {})
+    several = {"per_node": max(chosen.get("gpu", 0), 1), "nodes": chosen.get("nodes", 1)}
+
+    def processes(wildcards):
+        if model_params(config, wildcards.reranker).get("backend") != "vllm":
+            return several
+        if several["nodes"] > 1:
+            raise ValueError(f"resources.{rule_name}: backend vllm runs on one node")
+        return {"per_node": 1, "nodes": 1}
+
+    return processes
 
 
 # ---- software: one conda env and one Apptainer image per method family ------------------------

@@ -1,7 +1,8 @@
 rule train_reranker:
     """Stage 2 training. Rerankers trained on sequences (BERT4Rec) get one model per dataset and
     seed, shared by both candidate modes and every retriever; those trained on candidates (the
-    LLM rerankers) get one per candidate source."""
+    LLM rerankers) get one per candidate source. Given several GPUs, data-parallel under torchrun
+    (seqrerank.distributed)."""
     input:
         unpack(reranker_training_inputs),
     output:
@@ -13,13 +14,14 @@ rule train_reranker:
         training=train_settings("rerank", "reranker"),
         checkpoint_dir=f"{RERANK_MODEL}/checkpoints",
         top_k=config["rerank"]["top_k"],
+        processes=processes_of("train_reranker"),
     log:
         f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.tsv"
     threads: threads_of("train_reranker", 2)
     resources:
-        **resources_of("train_reranker", mem_mb=8000, runtime=240),
+        **resources_of("train_reranker", mem_mb=8000, runtime=240, several_gpus=True),
     conda:
         conda_env("{reranker}")
     containerized:
@@ -29,7 +31,8 @@ rule train_reranker:
 
 
 rule rerank:
-    """One cell of the grid: rerank the candidates of a mode and evaluate on val and test."""
+    """One cell of the grid: rerank the candidates of a mode and evaluate on val and test. Given
+    several GPUs, its users are shared out over them under torchrun (seqrerank.distributed)."""
     input:
         unpack(method_inputs("reranker")),
         **data_files("{dataset}"),
@@ -42,13 +45,14 @@ rule rerank:
     params:
         top_k=config["rerank"]["top_k"],
         label="{reranker} reranking {mode} candidates ({retriever})",
+        processes=processes_of("rerank"),
     log:
         f"{LOGS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.tsv"
     threads: threads_of("rerank", 2)
     resources:
-        **resources_of("rerank", mem_mb=4000, runtime=60),
+        **resources_of("rerank", mem_mb=4000, runtime=60, several_gpus=True),
     conda:
         conda_env("{reranker}")
     containerized:

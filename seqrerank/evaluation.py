@@ -1,7 +1,9 @@
 """Full-ranking retrieval, candidate reranking, and the metrics of a ranked list.
 
 Both paths are batched over users and vectorised: one score matrix per batch, the user's history
-and the padding item masked to -inf, then ``topk`` (retrieval) or a stable sort (reranking).
+and the padding item masked to -inf, then ``topk`` (retrieval) or a stable sort (reranking). In a
+job of several processes each rank scores every ``world_size``-th batch and the rows are gathered
+back in user order; a user's batch is the same as with one process, and so are its scores.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from seqrerank import distributed
 from seqrerank.batching import pad_left
 from seqrerank.candidates import RankedLists
 from seqrerank.console import progress
 from seqrerank.data.dataset import SequenceData
 from seqrerank.methods.base import Recommender
 from seqrerank.metrics import metrics_from_ranks, target_ranks
-
-EVAL_BATCH_SIZE = 512
 
 
 @torch.inference_mode()
@@ -25,7 +26,6 @@ def retrieve(
     data: SequenceData,
     split: str,
     top_k: int,
-    batch_size: int = EVAL_BATCH_SIZE,
 ) -> RankedLists:
     """Top-``top_k`` items of every user over all items, the user's history excluded."""
     model.eval()
@@ -33,7 +33,8 @@ def retrieve(
     top_k = min(top_k, data.num_items)
     items = np.zeros((data.num_users, top_k), dtype=np.int64)
     scores = np.zeros((data.num_users, top_k), dtype=np.float32)
-    for rows in progress(by_length(inputs, batch_size), desc=f"ranking {split}"):
+    batches = distributed.shard(by_length(inputs, model.score_batch_size))
+    for rows in progress(batches, desc=f"ranking {split}"):
         histories = pad_left([inputs[row] for row in rows])
         users = torch.as_tensor(rows + 1)
         batch_scores = model.score(users, histories).float().clone()
@@ -44,6 +45,7 @@ def retrieve(
         # A list longer than the items left to rank ends in padding.
         top_items[torch.isinf(top_scores)] = 0
         items[rows], scores[rows] = top_items.numpy(), top_scores.numpy()
+    items, scores = distributed.gather_rows(batches, items, scores)
     return RankedLists(split, data.users, targets, items, scores)
 
 
@@ -58,7 +60,6 @@ def rerank(
     model: Recommender,
     data: SequenceData,
     candidates: RankedLists,
-    batch_size: int = EVAL_BATCH_SIZE,
 ) -> RankedLists:
     """Candidate lists reordered by ``model``'s scores. Ties keep the incoming order, which is
     Stage 1's rank in retrieval mode and a random order in ground-truth mode."""
@@ -67,7 +68,8 @@ def rerank(
     row_histories = [inputs[user - 1] for user in candidates.users]
     items = np.zeros_like(candidates.items)
     scores = np.zeros(candidates.items.shape, dtype=np.float32)
-    for rows in progress(by_length(row_histories, batch_size), desc="reranking"):
+    batches = distributed.shard(by_length(row_histories, model.score_batch_size))
+    for rows in progress(batches, desc="reranking"):
         users = torch.as_tensor(candidates.users[rows])
         histories = pad_left([row_histories[row] for row in rows])
         cands = torch.as_tensor(candidates.items[rows])
@@ -76,6 +78,7 @@ def rerank(
         order = torch.sort(batch_scores, dim=1, descending=True, stable=True).indices
         items[rows] = cands.gather(1, order).numpy()
         scores[rows] = batch_scores.gather(1, order).numpy()
+    items, scores = distributed.gather_rows(batches, items, scores)
     return RankedLists(candidates.split, candidates.users, candidates.targets, items, scores)
 
 

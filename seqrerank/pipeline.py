@@ -1,6 +1,7 @@
 """The workflow's steps as plain functions: each workflow script unpacks Snakemake's inputs,
 outputs and params and calls one of these, so every step also runs (and is tested) without
-Snakemake."""
+Snakemake. The reranker steps also run in several processes (:func:`seqrerank.distributed.launch`):
+then every rank computes and rank 0 writes the outputs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from seqrerank import distributed
 from seqrerank.candidates import (
     CandidateTraining,
     RankedLists,
@@ -64,9 +66,10 @@ def load_model(
 
 
 def use_threads(threads: int | None) -> None:
-    """Match torch's thread pool to the cores the job was given (Snakemake/SLURM ``threads``)."""
+    """Match torch's thread pool to the cores the job was given (Snakemake/SLURM ``threads``),
+    which its processes on a node share."""
     if threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(max(1, threads // distributed.processes_on_this_node()))
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,9 @@ def run_reranker_training(
     model, _, history = train(
         method, data_dir, params, settings, checkpoint_dir, features, candidates
     )
-    save_model(model, method, params, model_path)
-    write_json(history_path, history)
+    if distributed.is_main():
+        save_model(model, method, params, model_path)
+        write_json(history_path, history)
 
 
 def write_ground_truth(data_dir: Path, num_negatives: int, seed: int, out_path: Path) -> None:
@@ -188,10 +192,11 @@ def run_rerank(
     candidates = read_ranked_lists(candidates_path)
     lists = [rerank(model, data, candidates[split].head(top_k)) for split in EVAL_SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists}
-    write_ranked_lists(reranked_path, lists)
-    write_ranks(ranks_path, lists)
-    write_json(metrics_path, metrics)
-    log_metrics(label, metrics)
+    if distributed.is_main():
+        write_ranked_lists(reranked_path, lists)
+        write_ranks(ranks_path, lists)
+        write_json(metrics_path, metrics)
+        log_metrics(label, metrics)
     return metrics
 
 

@@ -43,15 +43,25 @@ def load_settings(path: str | Path | None = None) -> dict[str, str]:
     return {key: str(value) for key, value in settings.items() if value is not None}
 
 
-def placement(settings: dict[str, str], gpus: int) -> dict[str, Any]:
-    """The SLURM resources of a job asking for ``gpus`` GPUs: its account and partition (and GPU
-    model), in the resource names of Snakemake's SLURM executor."""
-    resources = {}
+def placement(settings: dict[str, str], gpus: int, nodes: int = 1) -> dict[str, Any]:
+    """The SLURM resources of a job asking for ``gpus`` GPUs (on each of its ``nodes``): its
+    account and partition (and GPU model), in the resource names of Snakemake's SLURM executor.
+
+    A job on several nodes runs torchrun once per node (seqrerank.distributed), started by the
+    job itself with ``srun``: the executor's ``mpi`` resource makes it leave the job's command
+    alone (no ``srun`` around it), with one task per node. Its GPUs are asked per node, as GRES;
+    ``tasks_per_gpu: 0`` stops the executor from reading ``tasks`` as tasks per GPU."""
+    resources: dict[str, Any] = {}
     if "account" in settings:
         resources["slurm_account"] = settings["account"]
     partition = settings.get("gpu_partition" if gpus else "cpu_partition")
     if partition:
         resources["slurm_partition"] = partition
-    if gpus and "gpu_model" in settings:
+    if nodes > 1:
+        model = f"{settings['gpu_model']}:" if "gpu_model" in settings else ""
+        resources.update(
+            nodes=nodes, tasks=nodes, tasks_per_gpu=0, mpi="srun", gres=f"gpu:{model}{gpus}"
+        )
+    elif gpus and "gpu_model" in settings:
         resources["gpu_model"] = settings["gpu_model"]
     return resources

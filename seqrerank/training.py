@@ -4,6 +4,11 @@ Per epoch: one pass over the method's training batches, then validation; the bes
 configured metric is kept, training stops after ``patience`` epochs without improvement, and a
 checkpoint written after every epoch lets an interrupted job resume where it stopped. Each epoch
 draws its randomness from ``(seed, epoch)`` alone, so a resumed run matches an uninterrupted one.
+
+In a job of several processes (:mod:`seqrerank.distributed`) every rank draws the same batches
+and trains on its part of each under DistributedDataParallel, so an optimizer step sees the same
+examples as with one process; rank 0 decides on the best epoch and early stopping, and alone
+writes the checkpoints, which every rank resumes from.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from seqrerank import distributed
 from seqrerank.candidates import CandidateTraining
 from seqrerank.console import progress
 from seqrerank.data.dataset import SequenceData
@@ -83,6 +89,7 @@ def fit(
             log.info("resuming from %s after epoch %d", last_path, state["epoch"])
         else:
             log.warning("ignoring %s: it was written for other settings", last_path)
+    loss_of = distributed.data_parallel(model)
 
     for epoch in range(start_epoch, settings.epochs + 1):
         if _epochs_since_best(history) >= settings.patience:
@@ -97,21 +104,24 @@ def fit(
             desc=f"epoch {epoch}/{settings.epochs}",
         )
         for batch in bar:
+            part, weight = distributed.batch_share(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(batch)
+            loss = loss_of(part) * weight
             loss.backward()
             optimizer.step()
             total, batches = total + loss.item(), batches + 1
             bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
+        total = distributed.average(total)  # the ranks' weighted losses: the batches' means
         train_seconds = time.perf_counter() - started
         model.eval()
-        metrics = validate(model)
+        metrics = distributed.from_main(validate(model))
         score = metrics[settings.metric]
         improved = score > best
         if improved:
             best = score
-            with atomic_path(best_path) as tmp:
-                torch.save(model.state_dict(), tmp)
+            if distributed.is_main():
+                with atomic_path(best_path) as tmp:
+                    torch.save(model.state_dict(), tmp)
         history.append(
             {
                 "epoch": epoch,
@@ -130,19 +140,21 @@ def fit(
             " (best)" if improved else "",
             train_seconds,
         )
-        with atomic_path(last_path) as tmp:
-            torch.save(
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                    "best": best,
-                },
-                tmp,
-            )
+        if distributed.is_main():
+            with atomic_path(last_path) as tmp:
+                torch.save(
+                    {
+                        "fingerprint": fingerprint,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": history,
+                        "best": best,
+                    },
+                    tmp,
+                )
 
+    distributed.barrier()  # best.pt is written
     if best_path.exists():
         model.load_state_dict(torch.load(best_path, weights_only=True))
     model.eval()

@@ -1,11 +1,16 @@
 from pathlib import Path
 
 from seqrerank.console import configure_logging
+from seqrerank.distributed import Processes, launch
 from seqrerank.features import feature_inputs
 from seqrerank.pipeline import run_rerank
 
 configure_logging(snakemake.log[0])
-run_rerank(
+launch(
+    run_rerank,
+    Processes(**snakemake.params.processes),
+    log_path=snakemake.log[0],
+    threads=snakemake.threads,
     data_dir=Path(snakemake.input.train).parent,
     model_path=snakemake.input.model,
     candidates_path=snakemake.input.candidates,
@@ -15,5 +20,4 @@ run_rerank(
     ranks_path=snakemake.output.ranks,
     label=snakemake.params.label,
     features=feature_inputs(snakemake.input),
-    threads=snakemake.threads,
 )

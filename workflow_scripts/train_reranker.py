@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from seqrerank.console import configure_logging
+from seqrerank.distributed import Processes, launch
 from seqrerank.features import feature_inputs
 from seqrerank.pipeline import RerankCandidates, run_reranker_training
 from seqrerank.training import TrainSettings
@@ -13,8 +14,12 @@ if hasattr(snakemake.input, "training_candidates"):  # a reranker trained on can
         validation=snakemake.input.validation_candidates,
         top_k=snakemake.params.top_k,
     )
-run_reranker_training(
-    snakemake.params.method,
+launch(
+    run_reranker_training,
+    Processes(**snakemake.params.processes),
+    log_path=snakemake.log[0],
+    threads=snakemake.threads,
+    method=snakemake.params.method,
     data_dir=Path(snakemake.input.train).parent,
     params=snakemake.params.model,
     settings=TrainSettings(**snakemake.params.training),
@@ -23,5 +28,4 @@ run_reranker_training(
     checkpoint_dir=snakemake.params.checkpoint_dir,
     features=feature_inputs(snakemake.input),
     candidates=candidates,
-    threads=snakemake.threads,
 )

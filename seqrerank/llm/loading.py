@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,7 +31,8 @@ class LoadSettings:
     """An image-text model (Qwen3-VL) rather than a causal LM."""
     loader: Loader = "auto"
     """``unsloth`` (its fast kernels), ``transformers`` (plain, CPU or GPU), or ``auto``: Unsloth
-    when it is installed and a GPU is present."""
+    when it is installed, a GPU is present and the job runs in one process (Unsloth under
+    DistributedDataParallel is untested here: ask for it by name)."""
     use_quantization: bool = False
     """Load the base model in 4 bits (bitsandbytes NF4, or Unsloth's), GPU only."""
     use_torch_compile: bool = False
@@ -41,6 +43,8 @@ class LoadSettings:
 
 
 def device() -> torch.device:
+    """The GPU when there is one: in a job of several processes, the rank's own (the current
+    device, which seqrerank.distributed sets)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -51,7 +55,10 @@ def uses_unsloth(loader: Loader) -> bool:
             "loader 'unsloth' needs the unsloth package, which is not installed in this "
             "environment (it needs its own, see docs/llm-rerankers.md); use loader 'transformers'"
         )
-    return loader == "unsloth" or (loader == "auto" and installed and torch.cuda.is_available())
+    one_process = int(os.environ.get("WORLD_SIZE", 1)) == 1  # torchrun's
+    return loader == "unsloth" or (
+        loader == "auto" and installed and torch.cuda.is_available() and one_process
+    )
 
 
 def load_pretrained(settings: LoadSettings) -> tuple[Any, Any]:
@@ -63,7 +70,9 @@ def load_pretrained(settings: LoadSettings) -> tuple[Any, Any]:
         import unsloth  # noqa: F401 - patches transformers, so it comes first
 
         model, processor = _unsloth_class(settings).from_pretrained(
-            settings.model_name, load_in_4bit=settings.use_quantization
+            settings.model_name,
+            load_in_4bit=settings.use_quantization,
+            device_map={"": torch.cuda.current_device()},
         )
         log.info("loaded %s with Unsloth", settings.model_name)
     else:
@@ -114,7 +123,7 @@ def _load_transformers(settings: LoadSettings) -> tuple[Any, Any]:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
     if device().type == "cuda":
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     model_cls = AutoModelForImageTextToText if settings.vision else AutoModelForCausalLM
     model = model_cls.from_pretrained(settings.model_name, **kwargs)
     processor_cls = AutoProcessor if settings.vision else AutoTokenizer

@@ -4,7 +4,9 @@ Each prompt generates one token with the candidates' labels as the only allowed 
 asks for the log-probabilities of all of them after that restriction. A log-softmax over the
 label logits keeps their order, so the ranking equals the transformers backend's on the same
 weights. vLLM loads weights from a folder: the LoRA adapter is merged into the base model, which
-is written to a temporary folder and leaves the GPU to vLLM.
+is written to a temporary folder and leaves the GPU to vLLM, which with ``tensor_parallel_size``
+above 1 spreads it over that many of the job's GPUs (in one process of the job: vLLM starts its own
+workers).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class VLLMScorer:
         processor: Any,
         labels: list[int],
         load_image: Callable[[int], Image.Image] | None = None,
+        tensor_parallel_size: int = 1,
     ):
         """``load_image(item)`` gives an item's image for prompts that show images."""
         from vllm import LLM
@@ -46,6 +49,7 @@ class VLLMScorer:
             model=self.folder.name,
             max_logprobs=len(labels),
             logprobs_mode="processed_logprobs",
+            tensor_parallel_size=tensor_parallel_size,
             **({"limit_mm_per_prompt": {"image": 256}} if load_image else {}),
         )
 

@@ -24,6 +24,9 @@ class Recommender(nn.Module):
     """
 
     trainable = True
+    score_batch_size = 512
+    """Users per call of :meth:`score` or :meth:`score_candidates` in evaluation; in a job of
+    several processes, the unit of work that its ranks share out."""
 
     @classmethod
     def from_data(

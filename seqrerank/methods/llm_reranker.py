@@ -47,6 +47,7 @@ class LLMReranker(Recommender):
         score_batch_size: int = 8,
         train_users_per_epoch: int | None = None,
         backend: Backend = "transformers",
+        tensor_parallel_size: int = 1,
         loader: Literal["auto", "transformers", "unsloth"] = "auto",
         use_quantization: bool = False,
         use_torch_compile: bool = False,
@@ -59,10 +60,13 @@ class LLMReranker(Recommender):
         ``max_candidates`` (qwen_max_candidates) caps the candidates scored per user: those
         after it keep Stage 1's order below the scored ones. ``train_users_per_epoch`` trains
         each epoch on that many users drawn afresh (all users when None): a cheaper epoch,
-        since validation and evaluation always score every user."""
+        since validation and evaluation always score every user. ``tensor_parallel_size``: the
+        GPUs one vLLM engine spreads the model over (``backend: vllm`` only)."""
         super().__init__()
         if backend not in ("transformers", "vllm"):
             raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}")
+        if tensor_parallel_size != 1 and backend != "vllm":
+            raise ValueError("tensor_parallel_size is vLLM's: it needs backend 'vllm'")
         self.settings = LoadSettings(
             model_name=model_name,
             vision=self.vision,
@@ -81,6 +85,7 @@ class LLMReranker(Recommender):
         self.score_batch_size = score_batch_size
         self.train_users_per_epoch = train_users_per_epoch
         self.backend = backend
+        self.tensor_parallel_size = tensor_parallel_size
         self._vllm = None
         self.prompts = PromptBuilder(
             self.tokenizer,
@@ -189,7 +194,13 @@ class LLMReranker(Recommender):
             from seqrerank.llm.vllm_backend import VLLMScorer
 
             load_image = getattr(self, "load_image", None) if self.vision else None
-            self._vllm = VLLMScorer(self.llm, self.processor, self.prompts.labels, load_image)
+            self._vllm = VLLMScorer(
+                self.llm,
+                self.processor,
+                self.prompts.labels,
+                load_image,
+                tensor_parallel_size=self.tensor_parallel_size,
+            )
         return self._vllm
 
     # ---- checkpoints: the adapter only ------------------------------------------------------
