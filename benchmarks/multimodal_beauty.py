@@ -27,7 +27,7 @@ from benchmarks.common import (
     prepared_dataset,
 )
 from benchmarks.retrieval_beauty import benchmark_retriever
-from seqrerank.features import FeatureSettings, build_item_features
+from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.io import read_json, write_json
 from seqrerank.training import TrainSettings
 

@@ -51,24 +51,24 @@ RERANKERS: dict[str, MethodSpec] = {
     "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
     "qwen": MethodSpec("seqrerank.methods.qwen:Qwen", trains_on="candidates", env="llm"),
     "qwen3vl_raw_image": MethodSpec(
-        "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates", env="vlm"
+        "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates", env="llm"
     ),
     "qwen3vl_caption": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLCaption",
         trains_on="candidates",
-        env="vlm",
+        env="llm",
         item_files=("captions.csv",),
     ),
     "qwen3vl_semantic_summary": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummary",
         trains_on="candidates",
-        env="vlm",
+        env="llm",
         item_files=("semantic_summaries.csv",),
     ),
     "qwen3vl_semantic_summary_small": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummarySmall",
         trains_on="candidates",
-        env="vlm",
+        env="llm",
         item_files=("semantic_summaries_small.csv",),
     ),
 }

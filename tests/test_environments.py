@@ -74,17 +74,28 @@ def test_every_definition_belongs_to_an_env() -> None:
     assert sorted(path.stem for path in (REPO / "containers").glob("*.def")) == ENVS
 
 
+# Backends that a config option selects and that the code imports only then (`loader: unsloth`,
+# `backend: vllm`, `captions.backend: lavis`): each lives in the one env made for it.
+OPTIONAL_BACKENDS = {"unsloth": "llm", "vllm": "llm", "lavis": "captions-lavis"}
+
+
 def test_every_package_a_script_imports_is_in_its_env(jobs_software) -> None:
     problems = []
     for rule, method, env, _, script in jobs_software:
         method_module = [METHODS_BY_NAME[method].target.split(":")[0]] if method else []
         needed = environments.distributions_of(
             environments.imported_modules([script], method_module)
-        )
+        ) - set(OPTIONAL_BACKENDS)
         missing = needed - environments.env_packages(REPO / "envs" / f"{env}.yaml")
         if missing:
             problems.append(f"{rule} ({method or 'any method'}): envs/{env}.yaml lacks {missing}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("backend", "env"), OPTIONAL_BACKENDS.items())
+def test_every_optional_backend_is_in_its_env(backend: str, env: str) -> None:
+    distribution = {"lavis": "salesforce-lavis"}.get(backend, backend)
+    assert distribution in environments.env_packages(REPO / "envs" / f"{env}.yaml")
 
 
 def test_imports_are_followed_through_the_package() -> None:

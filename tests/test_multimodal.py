@@ -17,17 +17,12 @@ import yaml
 from conftest import serving
 from PIL import Image
 
-from seqrerank import features as features_module
+from seqrerank import encoders
 from seqrerank.data import prepare_dataset
 from seqrerank.data.dataset import SequenceData
+from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.evaluation import evaluate, retrieve
-from seqrerank.features import (
-    FeatureError,
-    FeatureSettings,
-    ItemFeatures,
-    build_item_features,
-    load_feature_files,
-)
+from seqrerank.features import FeatureError, ItemFeatures, load_feature_files
 from seqrerank.graph import interaction_batches, training_pairs
 from seqrerank.methods.bm3 import BM3
 from seqrerank.methods.mmgcn import MMGCN
@@ -99,7 +94,7 @@ def test_cached_features_are_reused_not_recomputed(
     def must_not_run(*args: object) -> None:
         raise AssertionError("the encoder ran although the cached features are current")
 
-    monkeypatch.setitem(features_module.ENCODERS, "image", must_not_run)
+    monkeypatch.setitem(encoders.ENCODERS, "image", must_not_run)
     again = build_item_features("image", demo_dir, TINY_CLIP, demo_feature_files["image"])
     assert torch.equal(again.values, cached["values"])
     # Another encoder makes the cache stale: the features are computed again.

@@ -27,6 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 BEAUTY = REPO.parent / "shared/data/amazon-beauty/Beauty.txt"
 DATA_FILES = ["train.txt", "val.txt", "test.txt", "items.csv", "stats.json"]
 COMPARISON_COLUMNS = ["dataset", "retriever", "reranker", "mode", "split", *METRIC_COLUMNS]
+DEMO_RETRIEVERS = ["popularity", "lrurec", "vbpr", "mmgcn", "bm3"]
+DEMO_RERANKERS = [
+    "bert4rec",
+    "qwen",
+    "qwen3vl_raw_image",
+    "qwen3vl_caption",
+    "qwen3vl_semantic_summary",
+    "qwen3vl_semantic_summary_small",
+]
 
 
 def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
@@ -173,7 +182,7 @@ def test_demo_grid_includes_the_multimodal_retrievers_in_every_cell(snakemake_cl
     trained = jobs_of(jobs, "train_retriever", "retriever")
     assert all(trained[(method,)] == 1 for method in multimodal)
     cells = jobs_of(jobs, "rerank", "mode", "retriever")
-    assert all(cells[("retrieval", method)] == 1 for method in multimodal)
+    assert all(cells[("retrieval", method)] == len(DEMO_RERANKERS) for method in multimodal)
     # Each feature is computed once, shared by the three methods.
     assert jobs_of(jobs, "item_features", "dataset", "feature") == {
         ("demo", "image"): 1,
@@ -219,17 +228,6 @@ def test_sequences_dataset_reads_its_local_file(tmp_path: Path, snakemake_cli) -
 @pytest.fixture(scope="module")
 def comparison(demo_run) -> pd.DataFrame:
     return pd.read_csv(demo_run.results / "demo/comparison.csv")
-
-
-DEMO_RETRIEVERS = ["popularity", "lrurec", "vbpr", "mmgcn", "bm3"]
-DEMO_RERANKERS = [
-    "bert4rec",
-    "qwen",
-    "qwen3vl_raw_image",
-    "qwen3vl_caption",
-    "qwen3vl_semantic_summary",
-    "qwen3vl_semantic_summary_small",
-]
 
 
 def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFrame) -> None:

@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from seqrerank.console import configure_logging
-from seqrerank.features import FeatureSettings, build_item_features
+from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.pipeline import use_threads
 
 configure_logging(snakemake.log[0])
