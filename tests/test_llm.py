@@ -271,6 +271,21 @@ def test_vision_batches_pad_on_the_left_and_score_like_single_prompts(
 # ---- vLLM -------------------------------------------------------------------------------------
 
 
+def test_validation_while_training_scores_with_transformers(
+    demo_data: SequenceData, demo_dir: Path
+) -> None:
+    """vLLM serves a merged copy of the weights: right for a trained model, wrong while the
+    adapter still trains. Once training starts, scoring stays with transformers (here vLLM
+    is not even installed, and nothing asks for it)."""
+    params = {**TINY, "max_candidates": 20, "backend": "vllm"}
+    model = build_model("qwen", demo_data, demo_dir, params, seed=0)
+    train = CandidateTraining(demo_data, sample_ground_truth(demo_data, "train", 19, seed=42))
+    next(model.training_batches(train, 4, torch.Generator().manual_seed(0)))
+    val = sample_ground_truth(demo_data, "val", 19, seed=42)
+    reranked = rerank(model, demo_data, val.head(20))
+    assert np.isfinite(reranked.scores).all()
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed in this environment"
 )

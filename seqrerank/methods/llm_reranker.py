@@ -87,6 +87,9 @@ class LLMReranker(Recommender):
         self.backend = backend
         self.tensor_parallel_size = tensor_parallel_size
         self._vllm = None
+        self.adapter_in_training = False
+        """Set once training starts in this process: its validation then scores with
+        transformers, since vLLM serves a merged, frozen copy of the weights."""
         self.prompts = PromptBuilder(
             self.tokenizer,
             texts,
@@ -144,6 +147,7 @@ class LLMReranker(Recommender):
     def training_batches(
         self, task: CandidateTraining, batch_size: int, generator: torch.Generator
     ) -> Iterator[tuple[list[Prompt], list[int], torch.Tensor]]:
+        self.adapter_in_training = True
         examples = task.examples(self.max_candidates, generator)
         if self.train_users_per_epoch is not None:
             drawn = torch.randperm(len(examples), generator=generator)
@@ -184,7 +188,7 @@ class LLMReranker(Recommender):
         return scores
 
     def _label_scores(self, prompts: list[Prompt], pool_sizes: list[int]) -> list[torch.Tensor]:
-        if self.backend == "vllm":
+        if self.backend == "vllm" and not self.adapter_in_training:
             return self.vllm_scorer().score(prompts, pool_sizes)
         logits = self.label_logits(prompts, pool_sizes).cpu()
         return [logits[row, :size] for row, size in enumerate(pool_sizes)]
