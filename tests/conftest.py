@@ -110,18 +110,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> WorkflowRun:
     """`snakemake --configfile config/demo.yaml` run once, end to end, into a temporary
     directory (so nothing lands in the repository's results/)."""
     workdir = tmp_path_factory.mktemp("demo_run")
-    # Each model job gets one core, so two jobs share the machine's two cores.
-    set_threads = ["train_retriever=1", "train_reranker=1", "rerank=1", "item_features=1"]
+    # A guard against a hung run, not a speed check: the demo takes about 10 minutes on two
+    # idle cores, longer on a busy machine.
     result = run_snakemake(
-        "--configfile",
-        "config/demo.yaml",
-        "--cores",
-        "2",
-        "--directory",
-        workdir,
-        "--set-threads",
-        *set_threads,
-        timeout=900,
+        "--configfile", "config/demo.yaml", "--cores", "2", "--directory", workdir, timeout=2400
     )
     if result.returncode != 0:
         pytest.fail(f"the demo workflow failed:\n{result.stdout[-5000:]}")
