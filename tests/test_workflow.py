@@ -229,6 +229,7 @@ DEMO_RERANKERS = [
     "qwen3vl_caption",
     "qwen3vl_semantic_summary",
     "qwen3vl_semantic_summary_small",
+    "vip5",
 ]
 
 

@@ -236,29 +236,28 @@ T5_WORDS = (
     "user", "item", "has", "bought", "pick", "the", "most", "suitable", "from", "candidates",
     "to", "recommend", "next",
 )  # fmt: skip
+T5_WHOLE_NUMBERS = 1000
 T5_CONFIG = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
 
 
 @functools.cache
 def t5_tokenizer():
-    """A small T5-style tokenizer: lower case, words split at spaces and punctuation, digits one
-    by one; the words of ``T5_WORDS`` are whole tokens and any other word is spelled in
-    characters, so every text encodes. Its vocabulary is fixed, not trained: every process
-    builds the same one in milliseconds, so nothing is cached on disk. Encoding appends
-    ``</s>``, as T5's tokenizer does."""
+    """A small T5-style tokenizer: lower case, words split at spaces and punctuation; the words
+    of ``T5_WORDS`` and the numbers below ``T5_WHOLE_NUMBERS`` (T5's vocabulary holds most
+    short numbers) are single tokens, and anything else is spelled in characters and digits, so
+    every text encodes. Its vocabulary is fixed, not trained: every process builds the same one
+    in milliseconds, so nothing is cached on disk. Encoding appends ``</s>``, as T5's does."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    characters = string.ascii_lowercase + string.digits + string.punctuation
-    pieces = [*T5_SPECIAL_TOKENS, *T5_WORDS, *characters]
-    pieces += [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    numbers = [str(number) for number in range(T5_WHOLE_NUMBERS)]
+    pieces = [*T5_SPECIAL_TOKENS, *T5_WORDS, *numbers, *string.ascii_lowercase]
+    pieces += [*string.punctuation, *(f"##{c}" for c in string.ascii_lowercase + string.digits)]
     vocabulary = {piece: index for index, piece in enumerate(pieces)}
     tokenizer = Tokenizer(models.WordPiece(vocabulary, unk_token="<unk>"))
     tokenizer.add_special_tokens(T5_SPECIAL_TOKENS)
     tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Digits(individual_digits=True)]
-    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", vocabulary["</s>"])]
