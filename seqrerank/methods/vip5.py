@@ -185,9 +185,10 @@ class VIP5(Recommender):
 
     def encode(
         self, users: Sequence[int], histories: Sequence[np.ndarray], pools: Sequence[np.ndarray]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder states [batch, length, d_model] and attention mask of the users' prompts,
-        with every item's visual tokens in place of its placeholders."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder states [batch, length, d_model] of the users' prompts, with every item's
+        visual tokens in place of its placeholders, and their padding mask (None without
+        padding)."""
         shown = [history[-self.max_history :] for history in histories]
         texts = [self.prompt(*row) for row in zip(users, shown, pools, strict=True)]
         tokens = self.tokenizer(texts, padding=True, return_tensors="pt").to(device())
@@ -198,15 +199,17 @@ class VIP5(Recommender):
         if int(is_visual.sum()) != visual.shape[0] * visual.shape[1]:
             raise ValueError(f"the tokenizer split the image placeholder {IMAGE_PLACEHOLDER}")
         embeddings = embeddings.masked_scatter(is_visual[..., None], visual.to(embeddings.dtype))
-        # An additive [batch, 1, 1, length] padding mask: transformers adds it to T5's position
-        # bias, where a boolean one costs a [batch, heads, length, length] select and copy per
-        # layer (most of the encoder's time on a CPU).
-        mask = additive_mask(tokens.attention_mask[:, None, None, :] == 1, embeddings.dtype)
+        # Any padding mask costs a [batch, heads, length, length] tensor per attention layer (T5's
+        # position bias plus the mask), so a batch of prompts of one length gets none. Otherwise
+        # the mask is additive: a boolean one also costs a select and a copy of that tensor.
+        mask = None
+        if not tokens.attention_mask.all():
+            mask = additive_mask(tokens.attention_mask[:, None, None, :] == 1, embeddings.dtype)
         states = self.t5.encoder(inputs_embeds=embeddings, attention_mask=mask)
         return states.last_hidden_state, mask
 
     def log_likelihoods(
-        self, states: torch.Tensor, mask: torch.Tensor, pools: Sequence[np.ndarray]
+        self, states: torch.Tensor, mask: torch.Tensor | None, pools: Sequence[np.ndarray]
     ) -> torch.Tensor:
         """The decoder's log-likelihood of each pool item's id text, [batch, max pool size],
         -inf past a pool's end.
@@ -238,7 +241,7 @@ class VIP5(Recommender):
             use_cache=False,
         ).logits
         token_nll = F.cross_entropy(
-            logits.transpose(1, 2).float(), laid_out_labels.flatten(1), reduction="none"
+            logits.flatten(0, 1).float(), laid_out_labels.flatten(), reduction="none"
         )
         scores = -token_nll.view(len(pools), blocks, width).sum(-1)
         return scores.masked_fill(~pool_mask, float("-inf"))
