@@ -26,8 +26,24 @@ from seqrerank.pipeline import build_model
 
 # The T5Config values of the released checkpoints (their config.json).
 T5_CONFIGS = {
-    "t5-small": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
-    "t5-base": dict(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
+    "t5-small": dict(
+        vocab_size=32128,
+        d_model=512,
+        d_kv=64,
+        d_ff=2048,
+        num_layers=6,
+        num_decoder_layers=6,
+        num_heads=8,
+    ),
+    "t5-base": dict(
+        vocab_size=32128,
+        d_model=768,
+        d_kv=64,
+        d_ff=3072,
+        num_layers=12,
+        num_decoder_layers=12,
+        num_heads=12,
+    ),
 }
 MAX_HISTORY = 10
 
@@ -55,7 +71,7 @@ def main() -> None:
             "model_name": "tiny",
             "tiny_config": T5_CONFIGS[name],
             "max_history": MAX_HISTORY,
-            "train_candidates": candidates,
+            "max_candidates": candidates,
             "score_batch_size": batch,
         }
         model = build_model("vip5", data, data_dir, params, seed=0, features=image)
