@@ -6,12 +6,12 @@ default), which take the places of ``<extra_id_0>`` placeholders in the encoder'
 embeddings. The direct-recommendation prompt names the user, their last ``max_history`` items
 and the candidates, each with its visual tokens; the answer is the chosen item's id text.
 
-A candidate's score is the decoder's log-likelihood of its id text (the sum over its tokens and
-``</s>``, so ``item_12`` does not win over ``item_123`` by being a prefix of it): each prompt is
-encoded once and all its candidates are decoded in one batch against copies of its encoder
-states. Nothing is generated or parsed. Training minimises the cross-entropy of the target among
-the pool's candidates under the same scores (the target and sampled negatives, in a fresh order
-every epoch), so training ranks exactly as scoring does.
+A candidate's score is the decoder's log-likelihood of its id text, summed over its tokens and
+``</s>`` (so an id does not win over the longer ids that it is a prefix of): each prompt is
+encoded once and all its candidates are decoded in one pass. Nothing is generated or parsed.
+Training minimises the cross-entropy of the target among the pool's candidates under the same
+scores (the target and sampled negatives, in a fresh order every epoch), so training ranks
+exactly as scoring does.
 
 The T5 weights are frozen; what trains is a bottleneck adapter after every attention,
 cross-attention and feed-forward sublayer, every T5 layer norm, and the visual MLP and its
@@ -154,7 +154,6 @@ class VIP5(Recommender):
         # Not saved with the model: rebuilt from the feature file and the tokenizer.
         self.register_buffer("image_features", image_features.float(), persistent=False)
         self.register_buffer("item_labels", self._id_labels(num_items), persistent=False)
-        self.pad_token_id = self.tokenizer.pad_token_id
         self.to(device())
 
     @classmethod
@@ -227,7 +226,7 @@ class VIP5(Recommender):
         blocks, width = pool_mask.shape[1], labels.shape[1]
         laid_out_labels = labels.new_full((len(pools), blocks, width), -100)
         laid_out_labels[pool_mask] = labels
-        laid_out_inputs = inputs.new_full((len(pools), blocks, width), self.pad_token_id)
+        laid_out_inputs = inputs.new_full((len(pools), blocks, width), self.tokenizer.pad_token_id)
         laid_out_inputs[pool_mask] = inputs
 
         position = torch.arange(blocks * width, device=states.device)
