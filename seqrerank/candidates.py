@@ -33,6 +33,15 @@ class RankedLists:
             self.split, self.users, self.targets, self.items[:, :k], self.scores[:, :k]
         )
 
+    def first_users(self, count: int) -> RankedLists:
+        return RankedLists(
+            self.split,
+            self.users[:count],
+            self.targets[:count],
+            self.items[:count],
+            self.scores[:count],
+        )
+
 
 def write_ranked_lists(path: str | Path, lists: list[RankedLists]) -> None:
     frames = [

@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def device() -> torch.device:
+    """The GPU when there is one: in a job of several processes, the rank's own (the current
+    device, which :func:`launch`'s workers set)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 @dataclass(frozen=True)
 class Processes:
     """The processes of a job: ``per_node`` (one per GPU) on each of ``nodes`` nodes."""

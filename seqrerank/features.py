@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from seqrerank.registry import FEATURE_SOURCES
+from seqrerank.registry import FEATURE_SOURCES, MODALITIES
 
 log = logging.getLogger("seqrerank.features")
 
@@ -84,13 +84,17 @@ def feature_inputs(named_inputs: Mapping[str, Any]) -> dict[str, Path]:
 
 
 def require_features(
-    method: str, features: Mapping[str, ItemFeatures] | None
+    method: str,
+    features: Mapping[str, ItemFeatures] | None,
+    modalities: tuple[str, ...] = MODALITIES,
 ) -> dict[str, ItemFeatures]:
-    """The features a multimodal method was given; a clear error when it was given none."""
-    if not features:
-        sources = "; ".join(f"{modality}: {how}" for modality, how in FEATURE_SOURCES.items())
+    """The features among ``modalities`` that a multimodal method was given; a clear error,
+    naming the dataset settings that provide them, when it was given none of them."""
+    chosen = {modality: f for modality, f in (features or {}).items() if modality in modalities}
+    if not chosen:
+        sources = "; ".join(f"{modality}: {FEATURE_SOURCES[modality]}" for modality in modalities)
         raise FeatureError(
             f"{method} needs item features and was given none. A dataset provides them with "
             f"its settings ({sources}); the workflow then builds them with the item_features rule"
         )
-    return dict(features)
+    return chosen

@@ -71,6 +71,9 @@ RERANKERS: dict[str, MethodSpec] = {
         env="llm",
         item_files=("semantic_summaries_small.csv",),
     ),
+    "vip5": MethodSpec(
+        "seqrerank.methods.vip5:VIP5", trains_on="candidates", features=("image",), env="vip5"
+    ),
 }
 
 MODES = ("retrieval", "ground_truth")

@@ -1,6 +1,6 @@
 """Shared fixtures: the prepared demo dataset and one end-to-end run of the demo workflow.
 
-Both are session-scoped: the dataset takes a few seconds to generate, the workflow about two
+Both are session-scoped: the dataset takes a few seconds to generate, the workflow about ten
 minutes, and every test that needs them only reads them.
 """
 
@@ -19,11 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from seqrerank.data.dataset import SequenceData, load_sequences
 from seqrerank.data.prepare import prepare_dataset
+from seqrerank.encoders import FeatureSettings, build_item_features
+from seqrerank.features import ItemFeatures, load_feature_files
 
 REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+# The demo's tiny open_clip model (random weights, built from config: no download).
+TINY_CLIP = FeatureSettings(**DEMO_CONFIG["features"])
 SHARED = REPO.parent / "shared"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
@@ -82,6 +88,20 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_data(demo_dir: Path) -> SequenceData:
     return load_sequences(demo_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_feature_files(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The demo's image and text features, computed by the demo's tiny CLIP."""
+    out = tmp_path_factory.mktemp("features")
+    for modality in ("image", "text"):
+        build_item_features(modality, demo_dir, TINY_CLIP, out / f"{modality}.pt")
+    return {modality: out / f"{modality}.pt" for modality in ("image", "text")}
+
+
+@pytest.fixture(scope="session")
+def demo_features(demo_feature_files: dict, demo_data: SequenceData) -> dict[str, ItemFeatures]:
+    return load_feature_files(demo_feature_files, demo_data.num_items)
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
-from conftest import serving
+from conftest import DEMO_CONFIG, TINY_CLIP, serving
 from PIL import Image
 
 from seqrerank import encoders
@@ -22,7 +21,7 @@ from seqrerank.data import prepare_dataset
 from seqrerank.data.dataset import SequenceData
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.evaluation import evaluate, retrieve
-from seqrerank.features import FeatureError, ItemFeatures, load_feature_files
+from seqrerank.features import FeatureError, ItemFeatures
 from seqrerank.graph import interaction_batches, training_pairs
 from seqrerank.methods.bm3 import BM3
 from seqrerank.methods.mmgcn import MMGCN
@@ -31,24 +30,7 @@ from seqrerank.pipeline import build_model
 from seqrerank.registry import load_method
 from seqrerank.training import TrainSettings, fit
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = yaml.safe_load((REPO / "config/demo.yaml").read_text())
-# The demo's tiny open_clip model (random weights, built from config: no download).
-TINY_CLIP = FeatureSettings(**DEMO_CONFIG["features"])
 DEMO_TRAINING = {"lr": 1e-2, "batch_size": 256, "patience": 5, "weight_decay": 0.0, "seed": 42}
-
-
-@pytest.fixture(scope="module")
-def demo_feature_files(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("features")
-    for modality in ("image", "text"):
-        build_item_features(modality, demo_dir, TINY_CLIP, out / f"{modality}.pt")
-    return {modality: out / f"{modality}.pt" for modality in ("image", "text")}
-
-
-@pytest.fixture(scope="module")
-def demo_features(demo_feature_files: dict, demo_data: SequenceData) -> dict[str, ItemFeatures]:
-    return load_feature_files(demo_feature_files, demo_data.num_items)
 
 
 def val_ndcg10(model, data: SequenceData) -> float:

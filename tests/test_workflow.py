@@ -35,6 +35,7 @@ DEMO_RERANKERS = [
     "qwen3vl_caption",
     "qwen3vl_semantic_summary",
     "qwen3vl_semantic_summary_small",
+    "vip5",
 ]
 
 
@@ -279,13 +280,27 @@ def test_demo_trains_bert4rec_once_for_all_cells(demo_run) -> None:
 
 
 @pytest.mark.parametrize("reranker", DEMO_RERANKERS[1:])
-def test_demo_trains_each_llm_reranker_once_per_candidate_source(demo_run, reranker) -> None:
+def test_demo_trains_each_candidate_reranker_once(demo_run, reranker) -> None:
+    """The demo trains candidate-list rerankers on the ground-truth lists alone
+    (rerank.train_candidates: ground_truth): one model serves every cell."""
     root = demo_run.results / "demo/rerank" / reranker
-    models = sorted(p.name for p in root.glob("trained_on_*"))
-    assert models == ["trained_on_ground_truth", "trained_on_lrurec", "trained_on_popularity"]
-    history = json.loads((root / "trained_on_lrurec/seed42/history.json").read_text())
+    assert sorted(p.name for p in root.glob("trained_on_*")) == ["trained_on_ground_truth"]
+    history = json.loads((root / "trained_on_ground_truth/seed42/history.json").read_text())
     assert [epoch["epoch"] for epoch in history] == [1]
     assert 0 < history[0]["val"]["ndcg@10"] <= 1
+
+
+def test_rerankers_trained_on_retrieved_candidates_get_a_model_per_source(snakemake_cli) -> None:
+    result = snakemake_cli(
+        "-n", "--forceall", "--configfile", "config/demo.yaml",
+        "--config", "rerank={'train_candidates': 'retrieval'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    trained = jobs_of(planned_jobs(result.stdout), "train_reranker", "reranker", "source")
+    assert trained[("bert4rec", "sequences")] == 1
+    for reranker in DEMO_RERANKERS[1:]:
+        sources = {source for (name, source) in trained if name == reranker}
+        assert sources == {"ground_truth", *DEMO_RETRIEVERS}, reranker
 
 
 def test_demo_llm_rerankers_score_every_val_and_test_user(demo_run) -> None:

@@ -185,7 +185,7 @@ class Blip2Captioner:
     def __init__(self, settings: CaptionSettings):
         import torch
 
-        from seqrerank.llm.loading import device
+        from seqrerank.distributed import device
         from seqrerank.llm.tiny import TINY, tiny_blip2
 
         if settings.model_name == TINY:
@@ -220,7 +220,7 @@ class LavisCaptioner:
     def __init__(self, settings: CaptionSettings):
         from lavis.models import load_model_and_preprocess
 
-        from seqrerank.llm.loading import device
+        from seqrerank.distributed import device
 
         # model_name is LAVIS's "<name>:<type>", e.g. "blip2_opt:caption_coco_opt2.7b".
         name, _, model_type = settings.model_name.partition(":")

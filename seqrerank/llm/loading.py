@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from seqrerank.distributed import device
 from seqrerank.llm.tiny import TINY, tiny_causal_lm, tiny_vision_lm
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,6 @@ class LoadSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-
-
-def device() -> torch.device:
-    """The GPU when there is one: in a job of several processes, the rank's own (the current
-    device, which seqrerank.distributed sets)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def uses_unsloth(loader: Loader) -> bool:

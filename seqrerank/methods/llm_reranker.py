@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from seqrerank.batching import index_batches
 from seqrerank.candidates import CandidateTraining
 from seqrerank.data.dataset import SequenceData, load_items
+from seqrerank.distributed import device
 from seqrerank.features import ItemFeatures
-from seqrerank.llm.loading import LoadSettings, device, load_with_lora
+from seqrerank.llm.loading import LoadSettings, load_with_lora
 from seqrerank.llm.prompts import Prompt, PromptBuilder
 from seqrerank.methods.base import Recommender
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from seqrerank.llm.loading import device
+from seqrerank.distributed import device
 from seqrerank.llm.prompts import Prompt
 from seqrerank.methods.llm_reranker import LLMReranker
 
