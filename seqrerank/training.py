@@ -46,7 +46,10 @@ class TrainSettings:
 
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # The flag that torch.use_deterministic_algorithms sets, without the import of
+    # torch._inductor it also does (4 s in every job) for compiled code: a model that is
+    # compiled gets inductor's flag where it is compiled (seqrerank.llm.loading).
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 def _fingerprint(model: Recommender, settings: TrainSettings) -> str:

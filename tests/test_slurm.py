@@ -22,7 +22,7 @@ from test_workflow import job_stats
 pytestmark = pytest.mark.slurm
 
 GPU_RULES = {"train_reranker", "rerank"}
-SLURM_GRID = {"retrievers": ["popularity", "lrurec", "vbpr"], "rerankers": ["bert4rec", "qwen"]}
+SLURM_GRID = {"retrievers": ["lrurec", "vbpr"], "rerankers": ["bert4rec", "qwen"]}
 # A missing or broken status command makes Snakemake poll forever, deaf to SIGTERM.
 TIMEOUT_SECONDS = 600
 

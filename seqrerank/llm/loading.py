@@ -74,6 +74,9 @@ def load_pretrained(settings: LoadSettings) -> tuple[Any, Any]:
         model, processor = _load_transformers(settings)
     getattr(processor, "tokenizer", processor).padding_side = "left"
     if settings.use_torch_compile:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
         model.compile()
     return model, processor
 
