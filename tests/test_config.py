@@ -23,7 +23,7 @@ from seqrerank.registry import RERANKERS, RETRIEVERS, load_method
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config/schema.yaml"
-CONFIG_FILES = ["config/config.yaml", "config/demo.yaml"]
+CONFIG_FILES = ["config/config.yaml", "config/demo.yaml", "config/beauty.yaml"]
 
 
 def load(name: str) -> dict[str, Any]:
