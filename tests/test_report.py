@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from seqrerank.config import validate_config
+from seqrerank.registry import method_spec
 from seqrerank.report.html import table
 from seqrerank.report.plots import metric_bars, training_curves
 from seqrerank.report.provenance import file_digest
@@ -151,10 +152,10 @@ def test_report_has_training_curves_of_every_trained_model(results) -> None:
         for name, result in by_name(results).items()
         if result["labels"].get("result") == "training curves"
     )
-    # Popularity does not train: no curve. The demo trains candidate-list rerankers once, on
-    # the ground-truth lists.
-    trained = [r for r in DEMO["retrievers"] if r != "popularity"]
-    candidate_rerankers = [r for r in DEMO["rerankers"] if r != "bert4rec"]
+    # A method that does not train (popularity) has no curve. The demo trains candidate-list
+    # rerankers once, on the ground-truth lists.
+    trained = [r for r in DEMO["retrievers"] if method_spec(r).trains_on != "nothing"]
+    candidate_rerankers = [r for r in DEMO["rerankers"] if method_spec(r).trains_on == "candidates"]
     assert curves == sorted(
         ["rerank_bert4rec_trained_on_sequences_seed42.svg"]
         + [f"rerank_{r}_trained_on_ground_truth_seed42.svg" for r in candidate_rerankers]
