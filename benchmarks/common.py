@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import resource
+import subprocess
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -16,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BEAUTY = SHARED / "data" / "amazon-beauty"
 BENCH_RESULTS = REPO / "results" / "bench"
+T = TypeVar("T")
 
 
 def peak_rss_mb() -> float:
@@ -54,7 +60,11 @@ def prepared_dataset(name: str) -> Path:
 
 def environment() -> dict:
     """What produced a figure: versions and machine."""
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
     return {
+        "seqrerank_commit": commit.stdout.strip() or "unknown",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -67,9 +77,17 @@ def bench_dataset() -> str:
     return "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
 
 
-def epoch_budget() -> dict[str, int]:
-    """Epochs and early-stopping patience, from BENCH_EPOCHS (default 40) and BENCH_PATIENCE (5)."""
+def epoch_budget(epochs: int = 40, patience: int = 5) -> dict[str, int]:
+    """Epochs and early-stopping patience: BENCH_EPOCHS and BENCH_PATIENCE where set, else the
+    given defaults."""
     return {
-        "epochs": int(os.environ.get("BENCH_EPOCHS", 40)),
-        "patience": int(os.environ.get("BENCH_PATIENCE", 5)),
+        "epochs": int(os.environ.get("BENCH_EPOCHS", epochs)),
+        "patience": int(os.environ.get("BENCH_PATIENCE", patience)),
     }
+
+
+def in_fresh_process(function: Callable[..., T], *args: object) -> T:
+    """``function(*args)`` in a new process, so that its peak memory is its own."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()

@@ -10,12 +10,8 @@ Environment variables: BENCH_EPOCHS (default 40), BENCH_PATIENCE (default 5).
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
 import yaml
 
 from benchmarks.common import (
@@ -24,6 +20,7 @@ from benchmarks.common import (
     bench_dataset,
     environment,
     epoch_budget,
+    in_fresh_process,
     prepared_dataset,
 )
 from benchmarks.retrieval_beauty import benchmark_retriever
@@ -58,11 +55,6 @@ def feature_files(dataset: str) -> dict[str, Path]:
     return {modality: out / f"{modality}.pt" for modality in modalities}
 
 
-def run_one(method: str, dataset: str, settings: TrainSettings, features: dict) -> dict:
-    torch.set_num_threads(os.cpu_count() or 1)
-    return benchmark_retriever(method, PARAMS[method], dataset, settings, features)
-
-
 def print_report(dataset: str, results: dict, lrurec: dict | None) -> None:
     print(f"\n== Multimodal retrieval benchmark on {dataset} ({environment()}) ==")
     header = "".join(f"{m:>11}" for m in REPORTED)
@@ -94,14 +86,13 @@ def main() -> None:
     )
     results = {}
     for method in METHODS:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as pool:
-            results[method] = pool.submit(run_one, method, dataset, settings, features).result()
+        results[method] = in_fresh_process(
+            benchmark_retriever, method, PARAMS[method], dataset, settings, features
+        )
     out = BENCH_RESULTS / f"{dataset}.json"
     merged = read_json(out) if out.exists() else {}
     print_report(dataset, results, merged.get("lrurec"))
-    merged.update({name: {**r, "settings": vars(settings)} for name, r in results.items()})
-    merged["environment"] = environment()
+    merged.update(results)
     write_json(out, merged)
     print(f"\nwritten to {out}")
 

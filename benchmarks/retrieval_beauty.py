@@ -1,8 +1,12 @@
-"""LRURec on the real Amazon Beauty sequences: seconds per epoch, full-ranking evaluation time,
-peak memory, and test metrics beside LlamaRec's published Beauty figures.
+"""LRURec and BERT4Rec on the real Amazon Beauty sequences, trained with the settings of
+config/beauty.yaml (those the workflow uses): seconds per epoch, full-ranking throughput, peak
+memory, and val/test metrics beside LlamaRec's published Beauty figures. BERT4Rec, a reranker in the
+workflow, is measured here by full ranking, as LlamaRec reports it.
 
-Without ../shared it runs on the built-in demo data instead (same code path, smaller numbers).
-Environment variables: BENCH_EPOCHS (default 40), BENCH_PATIENCE (default 5).
+Each model trains in a fresh process, so its peak memory is its own. Without ../shared it runs
+on the built-in demo data with config/demo.yaml's settings (same code path, smaller numbers).
+Environment variables: BENCH_EPOCHS and BENCH_PATIENCE override the config's epochs and patience
+(for a quick run; the published comparison needs the config's).
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import torch
 
 from benchmarks.common import (
     BENCH_RESULTS,
+    REPO,
     Timer,
     bench_dataset,
     environment,
     epoch_budget,
+    in_fresh_process,
     peak_rss_mb,
     prepared_dataset,
 )
+from seqrerank.config import load_config, model_params, training_settings
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.io import read_json, write_json
 from seqrerank.pipeline import train
@@ -32,10 +39,17 @@ PUBLISHED = {
     "lrurec": {"ndcg@5": 0.0435, "recall@5": 0.0614, "ndcg@10": 0.0533, "recall@10": 0.0916},
     "bert4rec": {"ndcg@5": 0.0298, "recall@5": 0.0457, "ndcg@10": 0.0372, "recall@10": 0.0686},
 }
-# LlamaRec's LRURec settings: hidden 64, 2 blocks, dropout 0.2, max length 50, AdamW lr 1e-3,
-# weight decay 0.01, best epoch by validation Recall@10.
-LRUREC = {"hidden": 64, "blocks": 2, "dropout": 0.2, "lru_dropout": 0.2, "max_len": 50}
+# Each model and the config stage whose training settings it uses.
+MODELS = {"lrurec": "retrieval", "bert4rec": "rerank"}
 REPORTED = ("ndcg@5", "recall@5", "ndcg@10", "recall@10", "ndcg@20", "recall@20")
+
+
+def config_settings(dataset: str, method: str) -> tuple[dict, TrainSettings]:
+    """The model parameters and training settings of ``method`` in the workflow's config."""
+    config = load_config(REPO / "config" / f"{dataset}.yaml")
+    settings = training_settings(config, MODELS[method], method)
+    settings.update(epoch_budget(settings["epochs"], settings["patience"]))
+    return model_params(config, method), TrainSettings(**settings, seed=config["seeds"][0])
 
 
 def benchmark_retriever(
@@ -46,6 +60,7 @@ def benchmark_retriever(
     features: dict[str, Path] | None = None,
 ) -> dict:
     """Train ``name`` from scratch and measure it; ``features``: its item feature files."""
+    torch.set_num_threads(os.cpu_count() or 1)
     checkpoints = BENCH_RESULTS / dataset / name / "checkpoints"
     shutil.rmtree(checkpoints, ignore_errors=True)  # a benchmark measures a fresh run
     model, data, history = train(
@@ -66,6 +81,9 @@ def benchmark_retriever(
         "users": data.num_users,
         "items": data.num_items,
         "peak_rss_mb": peak_rss_mb(),
+        "params": params,
+        "settings": vars(settings),
+        "environment": environment(),
     }
 
 
@@ -74,7 +92,7 @@ def best_epoch(history: list[dict]) -> int:
 
 
 def print_report(dataset: str, results: dict) -> None:
-    print(f"\n== Retrieval benchmark on {dataset} ({environment()}) ==")
+    print(f"\n== Sequential models, full ranking, on {dataset} ({environment()}) ==")
     for name, r in results.items():
         print(
             f"{name}: {r['seconds_per_epoch']:.1f} s/epoch over {r['epochs_run']} epochs "
@@ -94,20 +112,18 @@ def print_report(dataset: str, results: dict) -> None:
 
 
 def main() -> None:
-    torch.set_num_threads(os.cpu_count() or 1)
     dataset = bench_dataset()
-    settings = TrainSettings(
-        **epoch_budget(),
-        lr=1e-3,
-        weight_decay=0.01,
-        batch_size=128,
-        metric="recall@10",
-    )
-    results = {"lrurec": benchmark_retriever("lrurec", LRUREC, dataset, settings)}
+    results = {}
+    for method in MODELS:
+        params, settings = config_settings(dataset, method)
+        results[method] = in_fresh_process(benchmark_retriever, method, params, dataset, settings)
     print_report(dataset, results)
     out = BENCH_RESULTS / f"{dataset}.json"
     merged = read_json(out) if out.exists() else {}
-    merged.update({name: {**r, "settings": vars(settings)} for name, r in results.items()})
-    merged["environment"] = environment()
+    merged.update(results)
     write_json(out, merged)
     print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    main()

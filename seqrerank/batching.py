@@ -34,6 +34,23 @@ def training_windows(seqs: Sequence[np.ndarray], max_len: int) -> list[np.ndarra
     return windows
 
 
+def length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, pool_batches: int = 50
+) -> Iterator[torch.Tensor]:
+    """Indices 0..len(lengths)-1 in shuffled batches of similar lengths, so that a batch padded to
+    its longest sequence is little padding (most sequences are short, a few are long: random
+    batches are mostly padding). The shuffled order is cut into pools of ``pool_batches``
+    batches, each pool is sorted by length and cut into batches, and the batches are shuffled."""
+    lengths = torch.as_tensor(lengths)
+    order = torch.randperm(len(lengths), generator=generator)
+    batches: list[torch.Tensor] = []
+    for pool in order.split(batch_size * pool_batches):
+        by_length = pool[torch.argsort(lengths[pool], stable=True)]
+        batches.extend(by_length.split(batch_size))
+    for position in torch.randperm(len(batches), generator=generator).tolist():
+        yield batches[position]
+
+
 def index_batches(
     size: int, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[torch.Tensor]:

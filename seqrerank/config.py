@@ -71,6 +71,13 @@ def validate_config(
     return config
 
 
+def load_config(path: str | Path) -> dict:
+    """A workflow config file (config/*.yaml), validated against the schema beside it."""
+    path = Path(path)
+    config = yaml.safe_load(path.read_text())
+    return validate_config(config, path.parent / "schema.yaml", source=str(path))
+
+
 def _known_keys(subschema: dict, schema: dict) -> list[str]:
     """The keys a (sub)schema defines, following its local ``$ref`` and ``allOf`` parts."""
     keys = list(subschema.get("properties", {}))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from seqrerank.batching import length_bucketed_batches
 from seqrerank.candidates import sample_ground_truth
 from seqrerank.data.dataset import SequenceData, load_sequences
 from seqrerank.evaluation import evaluate, rerank, retrieve
@@ -146,6 +147,20 @@ def test_lrurec_batches_hold_every_training_transition_once(demo_data: SequenceD
     model = LRURec(num_items=demo_data.num_items, hidden=16, max_len=5)
     labelled = sum(int((labels > 0).sum()) for _, labels in batches(model, demo_data))
     assert labelled == sum(len(seq) - 1 for seq in demo_data.train)
+
+
+def test_length_bucketed_batches_cover_every_index_once_in_batches_of_similar_length() -> None:
+    lengths = torch.randint(1, 51, (1000,), generator=torch.Generator().manual_seed(0))
+    draw = lambda seed: list(  # noqa: E731
+        length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(seed), pool_batches=8)
+    )
+    batched = draw(0)
+    assert sorted(torch.cat(batched).tolist()) == list(range(1000))
+    # A batch of random lengths spans ~45; a bucketed one a few, so padding is small.
+    spans = [int(lengths[b].max() - lengths[b].min()) for b in batched]
+    assert sum(spans) / len(spans) < 10
+    assert [b.tolist() for b in draw(0)] == [b.tolist() for b in batched]
+    assert [b.tolist() for b in draw(1)] != [b.tolist() for b in batched]
 
 
 def test_bert4rec_masks_at_least_one_item_of_every_sequence(demo_data: SequenceData) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrerank.batching import index_batches, pad_left, training_windows
+from seqrerank.batching import length_bucketed_batches, pad_left, training_windows
 from seqrerank.data.dataset import SequenceData
 from seqrerank.methods.base import Recommender
 
@@ -62,7 +62,9 @@ class BERT4Rec(Recommender):
         self, data: SequenceData, batch_size: int, generator: torch.Generator
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         windows = training_windows(data.train, self.max_len - 1)
-        for idx in index_batches(len(windows), batch_size, generator):
+        expected_masked = [max(1.0, self.mask_prob * len(w)) for w in windows]  # at least one
+        self.labels_per_window = sum(expected_masked) / len(windows)
+        for idx in length_bucketed_batches([len(w) for w in windows], batch_size, generator):
             items = pad_left([windows[i] for i in idx.tolist()])
             real = items > 0
             masked = real & (torch.rand(items.shape, generator=generator) < self.mask_prob)
@@ -75,7 +77,10 @@ class BERT4Rec(Recommender):
         inputs, labels = batch
         hidden = self.encode(inputs)
         masked = labels > 0
-        return F.cross_entropy(self.logits(hidden[masked]), labels[masked])
+        # Divided by the epoch's mean number of masked items, not the batch's own count: batches
+        # of similar lengths differ widely in it, and every masked item should weigh alike.
+        total = F.cross_entropy(self.logits(hidden[masked]), labels[masked], reduction="sum")
+        return total / (len(inputs) * self.labels_per_window)
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         recent = histories[:, -(self.max_len - 1) :]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrerank.batching import index_batches, pad_left, training_windows
+from seqrerank.batching import length_bucketed_batches, pad_left, training_windows
 from seqrerank.data.dataset import SequenceData
 from seqrerank.methods.base import Recommender
 
@@ -109,8 +109,8 @@ class LRURec(Recommender):
         self, data: SequenceData, batch_size: int, generator: torch.Generator
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         windows = training_windows(data.train, self.max_len)
-        for idx in index_batches(len(windows), batch_size, generator):
-            # Padded to the batch's longest window, not max_len: most sequences are short.
+        self.labels_per_window = sum(len(w) - 1 for w in windows) / len(windows)
+        for idx in length_bucketed_batches([len(w) for w in windows], batch_size, generator):
             batch = pad_left([windows[i] for i in idx.tolist()])
             inputs, labels = batch[:, :-1], batch[:, 1:]
             yield inputs, labels * (inputs > 0)  # no label where the input is padding
@@ -120,7 +120,11 @@ class LRURec(Recommender):
         hidden = self.encode(inputs)
         # Project only the positions that have a label: most of a padded batch is padding.
         labelled = labels > 0
-        return F.cross_entropy(self.logits(hidden[labelled]), labels[labelled])
+        # Length-bucketed batches hold very different numbers of labels: dividing by the
+        # epoch's mean, not the batch's own count, weighs every transition alike, as random
+        # batches would.
+        total = F.cross_entropy(self.logits(hidden[labelled]), labels[labelled], reduction="sum")
+        return total / (len(inputs) * self.labels_per_window)
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         return self.logits(self.encode(histories[:, -self.max_len :])[:, -1])
