@@ -53,10 +53,24 @@ def seed_everything(seed: int) -> None:
 
 
 def _fingerprint(model: Recommender, settings: TrainSettings) -> str:
-    """Identifies the run a checkpoint belongs to: a changed config must not resume an old run."""
+    """Identifies the run a checkpoint belongs to: a changed config must not resume an old run.
+    The stopping rule (epochs, patience) is left out: every epoch's randomness depends on the
+    seed and epoch alone, so a longer budget continues the same run (see :func:`_resumable`)."""
     shapes = {name: list(p.shape) for name, p in model.state_dict().items()}
-    payload = json.dumps([type(model).__name__, shapes, asdict(settings)], sort_keys=True)
+    trajectory = {k: v for k, v in asdict(settings).items() if k not in ("epochs", "patience")}
+    payload = json.dumps([type(model).__name__, shapes, trajectory], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _resumable(history: list[dict], settings: TrainSettings) -> bool:
+    """Whether a run with ``settings`` would have trained every epoch of ``history``; if it had
+    stopped earlier, resuming would keep epochs that a fresh run never trains."""
+    if len(history) > settings.epochs:
+        return False
+    return all(
+        _epochs_since_best(history[:trained]) < settings.patience
+        for trained in range(1, len(history))
+    )
 
 
 def fit(
@@ -84,7 +98,7 @@ def fit(
 
     if last_path.exists():
         state = torch.load(last_path, weights_only=False)
-        if state["fingerprint"] == fingerprint:
+        if state["fingerprint"] == fingerprint and _resumable(state["history"], settings):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             history, best = state["history"], state["best"]

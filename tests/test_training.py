@@ -187,6 +187,29 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(
     assert [h["epoch"] for h in run.history] == [1, 2, 3, 4]
 
 
+def test_a_longer_budget_continues_a_finished_run(
+    demo_data: SequenceData, uninterrupted: Run, tmp_path: Path
+) -> None:
+    """More epochs (or more patience) train on from the checkpoint, as a fresh run would."""
+    shorter = replace(SETTINGS, epochs=SETTINGS.epochs - 1)
+    train_once(demo_data, tmp_path, CountingValidation(demo_data), shorter)
+    validate = CountingValidation(demo_data)
+    run = train_once(demo_data, tmp_path, validate)
+    assert validate.calls == 1  # only the last epoch
+    assert without_timing(run.history) == without_timing(uninterrupted.history)
+    assert same_weights(run.weights, uninterrupted.weights)
+
+
+def test_a_shorter_budget_than_the_checkpoint_starts_over(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    train_once(tiny_data, tmp_path, CountingValidation(tiny_data))
+    validate = CountingValidation(tiny_data)
+    run = train_once(tiny_data, tmp_path, validate, replace(SETTINGS, epochs=2))
+    assert validate.calls == 2
+    assert [h["epoch"] for h in run.history] == [1, 2]
+
+
 def test_two_runs_with_the_same_seed_are_identical(
     demo_data: SequenceData, uninterrupted: Run, tmp_path: Path
 ) -> None:
