@@ -151,9 +151,11 @@ def test_lrurec_batches_hold_every_training_transition_once(demo_data: SequenceD
 
 def test_length_bucketed_batches_cover_every_index_once_in_batches_of_similar_length() -> None:
     lengths = torch.randint(1, 51, (1000,), generator=torch.Generator().manual_seed(0))
-    draw = lambda seed: list(  # noqa: E731
-        length_bucketed_batches(lengths, 32, torch.Generator().manual_seed(seed), pool_batches=8)
-    )
+
+    def draw(seed: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed)
+        return list(length_bucketed_batches(lengths, 32, generator, pool_batches=8))
+
     batched = draw(0)
     assert sorted(torch.cat(batched).tolist()) == list(range(1000))
     # A batch of random lengths spans ~45; a bucketed one a few, so padding is small.
