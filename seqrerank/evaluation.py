@@ -27,9 +27,14 @@ def retrieve(
     split: str,
     top_k: int,
 ) -> RankedLists:
-    """Top-``top_k`` items of every user over all items, the user's history excluded."""
+    """Top-``top_k`` items of every user over all items, the user's history excluded (unless the
+    dataset keeps repeats, see :class:`SequenceData`). The lists of the ``train`` task, which
+    rerankers train on, also exclude the user's validation and test items: they lie in that
+    task's future."""
     model.eval()
     inputs, targets = data.inputs(split), data.targets(split)
+    # A later item equal to the target (a kept repeat) stays: it is the answer.
+    future = data.val_and_test_items() if split == "train" else None
     top_k = min(top_k, data.num_items)
     items = np.zeros((data.num_users, top_k), dtype=np.int64)
     scores = np.zeros((data.num_users, top_k), dtype=np.float32)
@@ -38,7 +43,12 @@ def retrieve(
         histories = pad_left([inputs[row] for row in rows])
         users = torch.as_tensor(rows + 1)
         batch_scores = model.score(users, histories).float().clone()
-        batch_scores.scatter_(1, histories, float("-inf"))  # the user's history
+        if not data.repeats:
+            batch_scores.scatter_(1, histories, float("-inf"))  # the user's history
+        if future is not None:
+            later = torch.as_tensor(future[rows])
+            later = later.masked_fill(later == torch.as_tensor(targets[rows, None]), 0)
+            batch_scores.scatter_(1, later, float("-inf"))
         # The padding item, also for a batch's longest history, which has no padding.
         batch_scores[:, 0] = float("-inf")
         top_scores, top_items = batch_scores.topk(top_k, dim=1)

@@ -5,6 +5,7 @@ then every rank computes and rank 0 writes the outputs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -23,10 +24,16 @@ from seqrerank.candidates import (
     sample_ground_truth,
     write_ranked_lists,
 )
-from seqrerank.data.dataset import EVAL_SPLITS, SPLITS, SequenceData, load_sequences
+from seqrerank.data.dataset import (
+    EVAL_SPLITS,
+    SPLITS,
+    SequenceData,
+    dataset_files,
+    load_sequences,
+)
 from seqrerank.evaluation import evaluate, rerank, retrieve
 from seqrerank.features import load_feature_files
-from seqrerank.io import atomic_path, write_json
+from seqrerank.io import atomic_path, content_digest, write_json
 from seqrerank.methods.base import Recommender, check_params
 from seqrerank.metrics import format_metrics_table, metrics_from_ranks, target_ranks
 from seqrerank.registry import load_method, method_spec
@@ -98,6 +105,10 @@ def train(
     history: list[dict] = []
     if not model.trainable:
         return model, data, history
+    read = [*dataset_files(data_dir), *(features or {}).values()]
+    if candidates is not None:
+        read += [candidates.training, candidates.validation]
+    inputs = json.dumps([method, params, content_digest(read)], sort_keys=True)
     if method_spec(method).trains_on == "candidates":
         if candidates is None:
             raise ValueError(f"{method} trains on candidate lists, but none were given")
@@ -108,7 +119,7 @@ def train(
     else:
         examples = data
         validate = lambda m: evaluate(retrieve(m, data, "val", top_k=20))  # noqa: E731
-    history = fit(model, examples, settings, checkpoint_dir, validate)
+    history = fit(model, examples, settings, checkpoint_dir, validate, inputs)
     return model, data, history
 
 

@@ -14,6 +14,7 @@ writes the checkpoints, which every rank resumes from.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from seqrerank import distributed
 from seqrerank.candidates import CandidateTraining
 from seqrerank.console import progress
 from seqrerank.data.dataset import SequenceData
-from seqrerank.io import atomic_path
+from seqrerank.io import atomic_path, content_digest
 from seqrerank.methods.base import Recommender
 
 log = logging.getLogger(__name__)
@@ -52,14 +53,27 @@ def seed_everything(seed: int) -> None:
     torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
-def _fingerprint(model: Recommender, settings: TrainSettings) -> str:
-    """Identifies the run a checkpoint belongs to: a changed config must not resume an old run.
-    The stopping rule (epochs, patience) is left out: every epoch's randomness depends on the
-    seed and epoch alone, so a longer budget continues the same run (see :func:`_resumable`)."""
+def _fingerprint(model: Recommender, settings: TrainSettings, inputs: str) -> str:
+    """Identifies the run a checkpoint belongs to, so that nothing but an interrupted run of the
+    very same job is resumed: ``inputs`` (the caller's digest of the model's parameters and of
+    the content of every file the run learns from), the model's class and parameter shapes, the
+    source of the method's code, and the training settings. The stopping rule (epochs, patience)
+    is left out: every epoch's randomness depends on the seed and epoch alone, so a longer
+    budget continues the same run (see :func:`_resumable`)."""
     shapes = {name: list(p.shape) for name, p in model.state_dict().items()}
     trajectory = {k: v for k, v in asdict(settings).items() if k not in ("epochs", "patience")}
-    payload = json.dumps([type(model).__name__, shapes, trajectory], sort_keys=True)
+    payload = json.dumps(
+        [type(model).__name__, shapes, trajectory, inputs, _source_digest(type(model))],
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _source_digest(cls: type[Recommender]) -> str:
+    """The code of a method: the files of its class and of the recommender classes it inherits
+    from (an edited model file must not resume a checkpoint of the old code)."""
+    files = {inspect.getsourcefile(c) for c in cls.__mro__ if issubclass(c, Recommender)}
+    return content_digest(sorted(f for f in files if f))
 
 
 def _resumable(history: list[dict], settings: TrainSettings) -> bool:
@@ -79,10 +93,13 @@ def fit(
     settings: TrainSettings,
     checkpoint_dir: Path,
     validate: Callable[[Recommender], dict[str, float]],
+    inputs: str = "",
 ) -> list[dict]:
     """Train ``model`` in place, leave it holding the best epoch's weights, return the history.
     ``data`` is what the method's ``training_batches`` consume: the sequences, or for a reranker
-    that trains on candidates, the lists of the train task."""
+    that trains on candidates, the lists of the train task. ``inputs`` identifies what the run
+    learns from beyond the model and settings (see :func:`_fingerprint`): a checkpoint written
+    for other inputs is not resumed."""
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
@@ -92,12 +109,12 @@ def fit(
         lr=settings.lr,
         weight_decay=settings.weight_decay,
     )
-    fingerprint = _fingerprint(model, settings)
+    fingerprint = _fingerprint(model, settings, inputs)
     history: list[dict] = []
     best, start_epoch = float("-inf"), 1
 
     if last_path.exists():
-        state = torch.load(last_path, weights_only=False)
+        state = torch.load(last_path, weights_only=True)
         if state["fingerprint"] == fingerprint and _resumable(state["history"], settings):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -105,7 +122,9 @@ def fit(
             start_epoch = state["epoch"] + 1
             log.info("resuming from %s after epoch %d", last_path, state["epoch"])
         else:
-            log.warning("ignoring %s: it was written for other settings", last_path)
+            log.warning(
+                "starting over: %s was written for other inputs, settings or code", last_path
+            )
     loss_of = distributed.data_parallel(model)
 
     for epoch in range(start_epoch, settings.epochs + 1):

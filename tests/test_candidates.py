@@ -173,6 +173,38 @@ def test_retrieve_for_test_also_excludes_the_val_item(hand_data: SequenceData) -
     assert lists.items.tolist() == [[5, 6, 7], [1, 2, 3], [1, 3, 5]]
 
 
+def test_train_task_lists_hold_no_val_or_test_item(hand_data: SequenceData) -> None:
+    lists = retrieve(popularity(COUNTS), hand_data, "train", top_k=4)
+    # Histories [1 2], [6], [2]; targets 3, 7, 4; later items (4, 5), (8, 9), (6, 8).
+    assert lists.items.tolist() == [[3, 6, 7, 8], [1, 2, 3, 4], [1, 3, 4, 5]]
+
+
+def test_train_task_lists_of_a_trained_model_hold_no_val_or_test_item(
+    demo_data: SequenceData,
+) -> None:
+    model = LRURec(num_items=demo_data.num_items, hidden=16, blocks=1, max_len=20)
+    lists = retrieve(model, demo_data, "train", top_k=100)
+    later = demo_data.val_and_test_items()
+    assert not (lists.items[:, :, None] == later[:, None, :]).any()
+
+
+def test_kept_repeats_leave_a_repeated_target_rankable() -> None:
+    # User 1 buys item 2 again as its test item (and item 1 again as its train target).
+    data = SequenceData(
+        num_items=5,
+        train=[np.array([1, 2, 1]), np.array([3, 4])],
+        val=np.array([3, 5]),
+        test=np.array([2, 1]),
+        repeats=True,
+    )
+    model = popularity([0, 5, 4, 3, 2, 1])
+    test = retrieve(model, data, "test", top_k=5)
+    assert test.items[0].tolist()[:2] == [1, 2]  # history is not masked: the target is ranked
+    train = retrieve(model, data, "train", top_k=5)
+    # The train target (1) stays though it is in history; the val (3) and test (2) items go.
+    assert train.items[0].tolist() == [1, 4, 5, 0, 0]
+
+
 def test_retrieve_pads_with_zero_when_fewer_items_are_left_than_asked(
     hand_data: SequenceData,
 ) -> None:

@@ -18,6 +18,7 @@ from conftest import serving
 from PIL import Image
 
 from seqrerank.data import prepare_dataset
+from seqrerank.data.dataset import load_sequences
 from seqrerank.data.sources import (
     DataFormatError,
     download,
@@ -119,6 +120,25 @@ def test_users_with_fewer_than_three_interactions_are_dropped(tmp_path: Path) ->
     assert step_counts(stats)["k_core"] == (2, 3, 5)
     assert step_counts(stats)["min_length_3"] == (1, 3, 3)
     assert stats["users"] == 1 and stats["interactions"] == 3
+
+
+def test_repeated_interactions_are_dropped_keeping_the_first(tmp_path: Path) -> None:
+    # u1 buys a, b, a, c, b: the second a and b go; the low-rated first c does not count.
+    rows = user_rows("u1", "abacb") + [("u1", "c", 1.0, 0)] + user_rows("u2", "abc")
+    stats, out = prepare(tmp_path, rows, min_rating=3.0)
+    assert step_counts(stats)["repeats"] == (2, 3, 6)
+    assert stats["repeats"] == "drop"
+    splits = read_splits(out)
+    assert (splits["train"][1], splits["val"][1], splits["test"][1]) == ([1], [2], [3])
+
+
+def test_kept_repeats_stay_in_the_sequence_and_the_data_says_so(tmp_path: Path) -> None:
+    stats, out = prepare(tmp_path, user_rows("u1", "abacb"), repeats="keep")
+    assert step_counts(stats)["repeats"] == (1, 3, 5)
+    splits = read_splits(out)
+    assert (splits["train"][1], splits["val"][1], splits["test"][1]) == ([1, 2, 1], [3], [2])
+    assert load_sequences(out).repeats
+    assert not load_sequences(prepare(tmp_path / "b", user_rows("u1", "abc"))[1]).repeats
 
 
 def test_reindexing_is_from_one_in_sorted_original_order(tmp_path: Path) -> None:
@@ -241,6 +261,7 @@ def test_sequences_with_attributes(tmp_path: Path) -> None:
         "source": "sequences",
         "path": str(tmp_path / "seq.txt"),
         "attributes": str(tmp_path / "attrs.json"),
+        "repeats": "keep",
         **NO_FILTERS,
     }
     stats = prepare_dataset(spec, tmp_path, tmp_path / "out")
@@ -249,7 +270,7 @@ def test_sequences_with_attributes(tmp_path: Path) -> None:
     assert list(items.columns) == ["item_id", "original_id", "title", "text", "image", "attributes"]
     assert items["original_id"].tolist() == ["2", "3", "10"]
     assert items["attributes"].tolist() == ["7", "", "4 5"]
-    splits = read_splits(tmp_path / "out")  # the repeated item 10 stays: nothing is deduplicated
+    splits = read_splits(tmp_path / "out")  # the repeated item 10 stays (repeats: keep)
     assert splits["train"][1] == [3, 1] and splits["val"][1] == [3] and splits["test"][1] == [2]
     timestamps = read_sequences(tmp_path / "seq.txt").query("user == '1'")["timestamp"]
     assert timestamps.tolist() == [0, 1, 2, 3]

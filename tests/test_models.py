@@ -84,6 +84,7 @@ def write_prepared(path: Path, train: str, val: str, test: str, num_items: int) 
     (path / "test.txt").write_text(test)
     ids = "".join(f"{i},orig{i},,,\n" for i in range(1, num_items + 1))
     (path / "items.csv").write_text("item_id,original_id,title,text,image\n" + ids)
+    (path / "stats.json").write_text('{"repeats": "drop"}')
     return path
 
 

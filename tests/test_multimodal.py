@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import DEMO_CONFIG, TINY_CLIP, serving
 from PIL import Image
 
@@ -295,25 +296,34 @@ def test_vbpr_uses_the_image_features(
     assert scores["real"] > scores["shuffled"] + 0.02
 
 
-def test_bm3_uses_the_image_features(
+def test_bm3_learns_its_id_embeddings_through_the_image_features(
     demo_dir: Path, demo_data: SequenceData, demo_features: dict, tmp_path: Path
 ) -> None:
     """BM3 scores with the propagated ID embeddings (as in the paper); the features act only
-    through the alignment losses and the predictor they share with the IDs, so their effect is
-    small: it shows on sparse histories, averaged over three seeds (each run deterministic)."""
-    data = recent_only(demo_data, 2)
+    through the alignment losses and the predictor they share with the IDs. Their effect on the
+    demo's ranking is within seed noise, so this checks the mechanism: the same seed with the
+    image rows given to other items learns other ID embeddings, and training pulls each item's
+    projected feature towards its own embedding more than towards a random item's."""
     image = demo_features["image"]
-    scores: dict[str, list[float]] = {"real": [], "shuffled": []}
-    for seed in range(3):
-        shuffled = image.shuffled(torch.Generator().manual_seed(seed))
-        for name, feature in (("real", image), ("shuffled", shuffled)):
-            torch.manual_seed(42 + seed)
-            model = BM3.from_data(data, demo_dir, features={"image": feature}, cl_weight=5.0)
-            settings = TrainSettings(epochs=10, **{**DEMO_TRAINING, "seed": 42 + seed})
-            validate = lambda m: {"ndcg@10": val_ndcg10(m, data)}  # noqa: E731
-            fit(model, data, settings, tmp_path / f"{name}{seed}", validate)
-            scores[name].append(val_ndcg10(model, data))
-    assert np.mean(scores["real"]) > np.mean(scores["shuffled"]), scores
+    shuffled = image.shuffled(torch.Generator().manual_seed(0))
+    trained = {}
+    for name, feature in (("real", image), ("shuffled", shuffled)):
+        torch.manual_seed(42)
+        model = BM3.from_data(demo_data, demo_dir, features={"image": feature})
+        settings = TrainSettings(epochs=3, **DEMO_TRAINING)
+        fit(model, demo_data, settings, tmp_path / name, lambda m: {"ndcg@10": 0.0})
+        trained[name] = model
+    real, other = (trained[n].item_embedding.weight for n in ("real", "shuffled"))
+    assert not torch.allclose(real, other, atol=1e-3)
+    model = trained["real"]
+    with torch.no_grad():
+        _, items = model.propagate()
+        has = model.image_present.nonzero().squeeze(1)
+        online = F.normalize(model.predictor(model.projections["image"](image.values[has])), dim=1)
+        own = (online * F.normalize(items[has], dim=1)).sum(dim=1)
+        random_items = F.normalize(items[has[torch.randperm(len(has))]], dim=1)
+        unrelated = (online * random_items).sum(dim=1)
+    assert own.mean() > unrelated.mean() + 0.02
 
 
 def test_bm3_aligns_only_the_items_that_have_the_modality(

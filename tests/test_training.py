@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DEMO_SPEC
 
 from seqrerank.data.dataset import SequenceData
+from seqrerank.data.prepare import prepare_dataset
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.methods.base import Recommender
-from seqrerank.pipeline import build_model
+from seqrerank.pipeline import RerankCandidates, build_model, write_ground_truth
+from seqrerank.pipeline import train as train_method
 from seqrerank.training import TrainSettings, fit
 
 SMALL_LRUREC = {"hidden": 16, "blocks": 1, "dropout": 0.2, "max_len": 10}
@@ -224,3 +229,94 @@ def test_runs_with_different_seeds_differ(tiny_data: SequenceData, tmp_path: Pat
         tiny_data, tmp_path / "b", CountingValidation(tiny_data), replace(SETTINGS, seed=8)
     )
     assert not same_weights(first.weights, second.weights)
+
+
+# --- a checkpoint belongs to its inputs ---------------------------------------------------------
+
+
+def test_a_checkpoint_of_other_inputs_is_not_resumed(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    model = new_model(tiny_data)
+    with pytest.raises(Interrupted):
+        fit(model, tiny_data, SETTINGS, tmp_path, CountingValidation(tiny_data, 3), "data v1")
+    validate = CountingValidation(tiny_data)
+    fit(new_model(tiny_data), tiny_data, SETTINGS, tmp_path, validate, "data v2")
+    assert validate.calls == SETTINGS.epochs
+    validate = CountingValidation(tiny_data)
+    fit(new_model(tiny_data), tiny_data, SETTINGS, tmp_path, validate, "data v2")
+    assert validate.calls == 0  # the same inputs again: the finished run is reused
+
+
+def edited_model_class(folder: Path, comment: str) -> type[Recommender]:
+    """A method defined in its own file (a subclass of LRURec), imported afresh."""
+    path = folder / "edited_method.py"
+    path.write_text(
+        f"# {comment}\nfrom seqrerank.methods.lrurec import LRURec\n\nclass Edited(LRURec):\n"
+        "    pass\n"
+    )
+    spec = importlib.util.spec_from_file_location("edited_method", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where inspect looks for a class's file
+    spec.loader.exec_module(module)
+    return module.Edited
+
+
+def test_an_edited_model_file_starts_over(tiny_data: SequenceData, tmp_path: Path) -> None:
+    def train(cls: type[Recommender], validate: CountingValidation) -> None:
+        torch.manual_seed(SETTINGS.seed)
+        model = cls(num_items=tiny_data.num_items, **SMALL_LRUREC)
+        fit(model, tiny_data, SETTINGS, tmp_path / "checkpoints", validate)
+
+    original = edited_model_class(tmp_path, "version 1")
+    with pytest.raises(Interrupted):
+        train(original, CountingValidation(tiny_data, interrupt_at=3))
+    validate = CountingValidation(tiny_data)
+    train(edited_model_class(tmp_path, "version 1"), validate)
+    assert validate.calls == 2  # the same code resumes after epoch 2
+    validate = CountingValidation(tiny_data)
+    train(edited_model_class(tmp_path, "version 2"), validate)
+    assert validate.calls == SETTINGS.epochs
+
+
+def prepared_demo(folder: Path, **changes) -> Path:
+    spec = {**DEMO_SPEC, "synthetic": {"num_users": 120}, **changes}
+    prepare_dataset(spec, folder / "raw", folder / "data")
+    return folder / "data"
+
+
+def test_a_retriever_on_changed_data_trains_from_scratch(tmp_path: Path) -> None:
+    """The reproduction of a stale model: the same job on data prepared with another
+    min_rating, its checkpoints left in place, must not export the old data's model."""
+    settings = replace(SETTINGS, epochs=2)
+    checkpoints = tmp_path / "checkpoints"
+    before = prepared_demo(tmp_path / "before", min_rating=0)
+    first, _, first_history = train_method("lrurec", before, SMALL_LRUREC, settings, checkpoints)
+    after = prepared_demo(tmp_path / "after", min_rating=2)
+    second, data, history = train_method("lrurec", after, SMALL_LRUREC, settings, checkpoints)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0]["val"] != first_history[0]["val"]
+    assert first.item_embedding.weight.shape != second.item_embedding.weight.shape or not (
+        same_weights(weights(first), weights(second))
+    )
+    _, _, again = train_method("lrurec", after, SMALL_LRUREC, settings, checkpoints)
+    assert without_timing(again) == without_timing(history)  # reused, not retrained
+
+
+def test_a_reranker_on_changed_candidates_trains_from_scratch(tmp_path: Path) -> None:
+    data_dir = prepared_demo(tmp_path)
+    params = {"model_name": "tiny", "max_history": 3, "max_item_tokens": 6}
+    params |= {"max_candidates": 10, "train_users_per_epoch": 32}
+    settings = TrainSettings(epochs=1, lr=1e-3, batch_size=16, patience=1, seed=0)
+    histories = []
+    for seed in (1, 1, 2):  # the same lists twice, then other lists
+        lists = tmp_path / f"candidates{seed}.csv"
+        write_ground_truth(data_dir, num_negatives=9, seed=seed, out_path=lists)
+        candidates = RerankCandidates(training=lists, validation=lists, top_k=10)
+        _, _, history = train_method(
+            "qwen", data_dir, params, settings, tmp_path / "checkpoints", candidates=candidates
+        )
+        histories.append(without_timing(history))
+    assert histories[0] == histories[1]  # resumed: the finished run is reused
+    assert [h["epoch"] for h in histories[2]] == [1]
+    assert histories[2][0]["val"] != histories[0][0]["val"]

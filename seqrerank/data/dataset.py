@@ -7,10 +7,15 @@ prediction tasks per user, each an (input history, target) pair:
   training candidates; every model has seen this target during training),
 * ``val``: the training items -> the second-to-last item,
 * ``test``: the training items plus the validation item -> the last item.
+
+A dataset prepared with ``repeats: drop`` (the default) never repeats an item within a user's
+sequence, so ranking masks the user's history; with ``repeats: keep`` a target may repeat a
+history item, and ranking masks none (``repeats``).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,8 @@ class SequenceData:
     """Training sequence of user ``u`` at index ``u - 1``, in time order."""
     val: np.ndarray
     test: np.ndarray
+    repeats: bool = False
+    """Whether a user's sequence may hold an item twice (prepared with ``repeats: keep``)."""
 
     @property
     def num_users(self) -> int:
@@ -56,6 +63,11 @@ class SequenceData:
             return self.test
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
+    def val_and_test_items(self) -> np.ndarray:
+        """[users, 2]: the items after the ``train`` task's target, which no list built for
+        training may contain."""
+        return np.stack([self.val, self.test], axis=1)
+
     def full_sequences(self) -> list[np.ndarray]:
         return [
             np.append(seq, [v, t])
@@ -77,11 +89,13 @@ def load_sequences(data_dir: str | Path) -> SequenceData:
     if users != list(range(1, len(users) + 1)):
         raise ValueError(f"{data_dir / 'train.txt'}: users must be numbered 1..U in order")
     num_items = len(pd.read_csv(data_dir / "items.csv", usecols=["item_id"]))
+    stats = json.loads((data_dir / "stats.json").read_text())
     return SequenceData(
         num_items=num_items,
         train=[np.array(row[1:], dtype=np.int64) for row in train_rows],
         val=np.array([val[u] for u in users], dtype=np.int64),
         test=np.array([test[u] for u in users], dtype=np.int64),
+        repeats=stats.get("repeats") == "keep",
     )
 
 
@@ -91,6 +105,15 @@ ITEM_TEXT_FILES = {
     "semantic_summary": "semantic_summaries.csv",
     "semantic_summary_small": "semantic_summaries_small.csv",
 }
+
+
+def dataset_files(data_dir: str | Path) -> list[Path]:
+    """Every file of a prepared dataset that methods read: the splits, the item table, its stats
+    and the generated item texts that exist (see :func:`load_items`)."""
+    data_dir = Path(data_dir)
+    names = ["train.txt", "val.txt", "test.txt", "items.csv", "stats.json"]
+    generated = [name for name in ITEM_TEXT_FILES.values() if (data_dir / name).exists()]
+    return [data_dir / name for name in [*names, *generated]]
 
 
 def load_items(data_dir: str | Path) -> pd.DataFrame:

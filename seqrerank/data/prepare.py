@@ -69,6 +69,7 @@ def prepare_dataset(
         "min_uc": int(spec.get("min_uc", 5)),
         "min_sc": int(spec.get("min_sc", 5)),
         "require_title": bool(spec.get("require_title", False)),
+        "drop_repeats": spec.get("repeats", "drop") == "drop",
     }
     interactions, steps = filter_interactions(source.interactions, source.meta, **filters)
     found = find_images(source, interactions["item"].unique(), raw_dir, spec)
@@ -103,6 +104,7 @@ def prepare_dataset(
         "avg_length": round(len(interactions) / len(sequences), 4),
         "missing_images": missing_images,
         "missing_text": missing_text,
+        "repeats": "drop" if filters["drop_repeats"] else "keep",
         "filters": steps,
         "source": spec["source"],
     }
@@ -195,10 +197,12 @@ def filter_interactions(
     min_uc: int = 5,
     min_sc: int = 5,
     require_title: bool = False,
+    drop_repeats: bool = True,
     image_items: Collection[str] | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Apply the filters in LlamaRec's order; return the rest and the counts after each step.
 
+    ``drop_repeats`` keeps only each user's first interaction with an item (after min_rating).
     ``image_items`` (require_image) keeps only the items in it, before the k-core.
 
     Every step is recorded, even when its setting makes it a no-op, so stats compare easily.
@@ -224,6 +228,9 @@ def filter_interactions(
     record("raw", "reading the source", "check the input files")
     keep &= interactions["rating"].to_numpy() >= min_rating
     record("min_rating", f"the min_rating filter (min_rating={min_rating})", "lower min_rating")
+    if drop_repeats:
+        keep &= _first_interactions(users, items, interactions["timestamp"].to_numpy(), keep)
+    record("repeats", "dropping repeated interactions", "set repeats: keep")
     if require_title:
         keep &= interactions["item"].isin(_titled_items(meta)).to_numpy()
     record(
@@ -247,6 +254,18 @@ def filter_interactions(
         "leave-one-out needs 3 per user; add data or lower min_uc",
     )
     return interactions[keep], steps
+
+
+def _first_interactions(
+    users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, keep: np.ndarray
+) -> np.ndarray:
+    """Rows that are their user's earliest kept interaction with the item (ties: first row)."""
+    first = np.zeros(len(keep), dtype=bool)
+    rows = np.flatnonzero(keep)
+    rows = rows[np.argsort(timestamps[rows], kind="stable")]
+    pairs = users[rows].astype(np.int64) * (int(items.max(initial=0)) + 1) + items[rows]
+    first[rows[np.unique(pairs, return_index=True)[1]]] = True
+    return first
 
 
 def k_core(
