@@ -1,40 +1,93 @@
 """The comparison table over the grid: one row per (dataset, retriever, reranker, mode, split).
 
-Each reranker row in retrieval mode carries the p-value of its per-user NDCG@10 difference from
-the Stage 1 row it reranks (same dataset, retriever and split), by a paired randomization test.
+Every metric is the mean over the grid's seeds, with its sample standard deviation over seeds
+beside it (``<metric>_std``, empty for one seed). Significance is tested on per-user NDCG@10
+(averaged over seeds) by a paired randomization test, two comparisons per row:
+
+* ``p_ndcg@10_vs_stage1``: a reranker row in retrieval mode against the Stage 1 row it reranks
+  (same dataset, retriever and split); ``†`` marks a significant difference;
+* ``p_ndcg@10_vs_best``: every row against the best row by NDCG@10 of its block (same dataset,
+  mode and split); the best row's value gets ``*`` when it is significantly better than every
+  other row of its block.
+
+All p-values of the table are Holm-corrected together, so the marks hold at level ``ALPHA``
+for the whole table (family-wise), however many cells the grid has.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from seqrerank.io import atomic_path, read_json, write_text
 from seqrerank.metrics import METRIC_COLUMNS, per_user_metrics
-from seqrerank.significance import paired_randomization_test
+from seqrerank.significance import holm, paired_randomization_test
 
 KEYS = ["dataset", "retriever", "reranker", "mode", "split"]
+BLOCK = ["dataset", "mode", "split"]
+"""Rows that compare with each other: ground-truth lists are far easier than retrieval."""
 TESTED_METRIC = "ndcg@10"
 ALPHA = 0.05
-P_COLUMN = f"p_{TESTED_METRIC}_vs_stage1"
+STD_SUFFIX = "_std"
+P_VS_STAGE1 = f"p_{TESTED_METRIC}_vs_stage1"
+P_VS_BEST = f"p_{TESTED_METRIC}_vs_best"
 SIGNIFICANCE_COLUMN = f"{TESTED_METRIC}_sig"
+FOOTNOTE = (
+    f"Mean ± sample standard deviation over seeds. † {TESTED_METRIC} differs from the Stage 1 "
+    f"row of the same retriever; * {TESTED_METRIC} is better than every other row of its "
+    f"dataset, mode and split (paired randomization tests over users, Holm-corrected over the "
+    f"table, p < {ALPHA}). Bold: the best value per metric, mode and split."
+)
 
 
 def comparison_table(cells: list[dict], metrics_paths: list[str | Path]) -> pd.DataFrame:
-    """Rows in grid order; with several seeds, the mean over seeds (``seeds`` counts them)."""
+    """Rows in grid order: the mean and standard deviation over seeds (``seeds`` counts them),
+    the Holm-corrected p-values, and the marks the Markdown table shows."""
     rows = []
     for cell, path in zip(cells, metrics_paths, strict=True):
         for split, values in read_json(path).items():
             rows.append({**cell, "split": split, **{m: values[m] for m in METRIC_COLUMNS}})
     frame = pd.DataFrame(rows)
-    table = frame.groupby(KEYS, sort=False)[list(METRIC_COLUMNS)].mean().reset_index()
-    table["seeds"] = frame.groupby(KEYS, sort=False)["seed"].nunique().to_numpy()
-    p_values = pd.Series(_p_values_vs_stage1(table, cells, metrics_paths))
-    table[P_COLUMN] = p_values
-    # The mark the Markdown table and the HTML report show beside the tested metric.
-    table[SIGNIFICANCE_COLUMN] = p_values.lt(ALPHA).map({True: "†", False: ""})
+    groups = frame.groupby(KEYS, sort=False)
+    table = groups[list(METRIC_COLUMNS)].mean().reset_index()
+    spread = groups[list(METRIC_COLUMNS)].std(ddof=1).to_numpy()  # NaN for one seed
+    table[[m + STD_SUFFIX for m in METRIC_COLUMNS]] = spread
+    table["seeds"] = groups["seed"].nunique().to_numpy()
+
+    per_user = _per_user(cells, metrics_paths)
+    blocks = table.groupby(BLOCK, sort=False)
+    best_of_block = table.loc[blocks[TESTED_METRIC].transform("idxmax"), KEYS]
+    vs_stage1 = [_p_value(per_user, row, _stage1_key(row)) for _, row in table.iterrows()]
+    vs_best = [
+        _p_value(per_user, row, tuple(best))
+        for (_, row), (_, best) in zip(table.iterrows(), best_of_block.iterrows(), strict=True)
+    ]
+    corrected = holm(np.array([*vs_stage1, *vs_best], dtype=float))
+    table[P_VS_STAGE1], table[P_VS_BEST] = np.split(corrected, 2)
+
+    marks = table[P_VS_STAGE1].lt(ALPHA).map({True: "†", False: ""})
+    for block, best in blocks[TESTED_METRIC].idxmax().items():
+        others = table.loc[blocks.groups[block].drop(best), P_VS_BEST]
+        if len(others) and (others < ALPHA).all():
+            marks.at[best] += "*"
+    table[SIGNIFICANCE_COLUMN] = marks
     return table
+
+
+def _stage1_key(row: pd.Series) -> tuple | None:
+    if row["reranker"] == "none" or row["mode"] != "retrieval":
+        return None
+    return (row["dataset"], row["retriever"], "none", "retrieval", row["split"])
+
+
+def _p_value(per_user: dict[tuple, pd.Series], row: pd.Series, other: tuple | None) -> float:
+    key = tuple(row[KEYS])
+    if other is None or other == key or other not in per_user:
+        return float("nan")
+    values, baseline = per_user[key].align(per_user[other], join="inner")
+    return paired_randomization_test(values.to_numpy(), baseline.to_numpy())
 
 
 def _per_user(cells: list[dict], metrics_paths: list[str | Path]) -> dict[tuple, pd.Series]:
@@ -50,28 +103,12 @@ def _per_user(cells: list[dict], metrics_paths: list[str | Path]) -> dict[tuple,
     return {key: pd.concat(series, axis=1).mean(axis=1) for key, series in frames.items()}
 
 
-def _p_values_vs_stage1(
-    table: pd.DataFrame, cells: list[dict], metrics_paths: list[str | Path]
-) -> list[float]:
-    per_user = _per_user(cells, metrics_paths)
-    p_values = []
-    for row in table.itertuples(index=False):
-        key = tuple(getattr(row, k) for k in KEYS)
-        stage1 = (row.dataset, row.retriever, "none", "retrieval", row.split)
-        if row.reranker == "none" or row.mode != "retrieval" or stage1 not in per_user:
-            p_values.append(float("nan"))
-            continue
-        reranked, baseline = per_user[key].align(per_user[stage1], join="inner")
-        p_values.append(paired_randomization_test(reranked.to_numpy(), baseline.to_numpy()))
-    return p_values
-
-
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
-    """A GitHub/paper-ready Markdown table: the best value per metric, mode and split in bold, and a
-    dagger on NDCG@10 where a reranker differs significantly from its Stage 1 row."""
-    # Ground-truth lists are much easier than retrieval: compare rows within a mode.
+    """A GitHub/paper-ready Markdown table: mean ± std per metric (the mean alone for one
+    seed), the best mean per metric, mode and split in bold, the significance marks on NDCG@10
+    and the Holm-corrected p-values."""
     best = table.groupby(["mode", "split"])[list(METRIC_COLUMNS)].transform("max")
-    columns = [col for col in table.columns if col != SIGNIFICANCE_COLUMN]
+    columns = [*KEYS, *METRIC_COLUMNS, "seeds", P_VS_STAGE1, P_VS_BEST]
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" if col in KEYS else "---:" for col in columns) + "|",
@@ -84,17 +121,16 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
                 text = f"{value:.{digits}f}"
                 if col == TESTED_METRIC:
                     text += row[SIGNIFICANCE_COLUMN]
-                cells.append(f"**{text}**" if value == best.at[index, col] else text)
-            elif col == P_COLUMN:
+                if value == best.at[index, col]:
+                    text = f"**{text}**"
+                spread = row[col + STD_SUFFIX]
+                cells.append(text if pd.isna(spread) else f"{text} ± {spread:.{digits}f}")
+            elif col in (P_VS_STAGE1, P_VS_BEST):
                 cells.append("" if pd.isna(value) else f"{value:.4f}")
             else:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    note = (
-        f"\n† {TESTED_METRIC} differs from the Stage 1 row of the same retriever "
-        f"(paired randomization test over users, p < {ALPHA}).\n"
-    )
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n"
 
 
 def write_comparison(

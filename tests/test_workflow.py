@@ -86,34 +86,34 @@ def synthetic(seed: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def default_grid(snakemake_cli) -> list:
-    """The jobs of `snakemake -n` with the default config/config.yaml (Beauty, one seed)."""
+    """The jobs of `snakemake -n` with the default config/config.yaml (Beauty, three seeds)."""
     result = snakemake_cli("-n", "--forceall")
     assert result.returncode == 0, result.stdout[-3000:]
     return planned_jobs(result.stdout)
 
 
-def test_default_grid_trains_each_retriever_once(default_grid: list) -> None:
+SEEDS = ("42", "43", "44")
+
+
+def test_default_grid_trains_each_retriever_once_per_seed(default_grid: list) -> None:
     trained = jobs_of(default_grid, "train_retriever", "dataset", "retriever", "seed")
-    assert trained == {("beauty", "popularity", "42"): 1, ("beauty", "lrurec", "42"): 1}
+    assert trained == {("beauty", r, s): 1 for r in ("popularity", "lrurec") for s in SEEDS}
 
 
-def test_default_grid_trains_bert4rec_once_on_sequences(default_grid: list) -> None:
+def test_default_grid_trains_bert4rec_once_per_seed_on_sequences(default_grid: list) -> None:
     trained = jobs_of(default_grid, "train_reranker", "dataset", "reranker", "source", "seed")
-    assert trained == {("beauty", "bert4rec", "sequences", "42"): 1}
+    assert trained == {("beauty", "bert4rec", "sequences", s): 1 for s in SEEDS}
 
 
-def test_default_grid_reranks_every_cell_once(default_grid: list) -> None:
+def test_default_grid_reranks_every_cell_once_per_seed(default_grid: list) -> None:
     cells = jobs_of(default_grid, "rerank", "dataset", "reranker", "mode", "retriever", "seed")
-    assert cells == {
-        ("beauty", "bert4rec", "retrieval", "popularity", "42"): 1,
-        ("beauty", "bert4rec", "retrieval", "lrurec", "42"): 1,
-        ("beauty", "bert4rec", "ground_truth", "none", "42"): 1,
-    }
+    kinds = [("retrieval", "popularity"), ("retrieval", "lrurec"), ("ground_truth", "none")]
+    assert cells == {("beauty", "bert4rec", m, r, s): 1 for m, r in kinds for s in SEEDS}
 
 
-def test_default_grid_samples_ground_truth_candidates_once(default_grid: list) -> None:
+def test_default_grid_samples_ground_truth_candidates_once_per_seed(default_grid: list) -> None:
     assert jobs_of(default_grid, "ground_truth_candidates", "dataset", "seed") == {
-        ("beauty", "42"): 1
+        ("beauty", s): 1 for s in SEEDS
     }
 
 
@@ -247,11 +247,14 @@ def test_demo_comparison_has_every_cell_for_val_and_test(comparison: pd.DataFram
 def test_demo_comparison_columns(comparison: pd.DataFrame) -> None:
     assert list(comparison.columns) == [
         *COMPARISON_COLUMNS,
+        *(f"{metric}_std" for metric in METRIC_COLUMNS),
         "seeds",
         "p_ndcg@10_vs_stage1",
+        "p_ndcg@10_vs_best",
         "ndcg@10_sig",
     ]
     assert (comparison["seeds"] == 1).all()
+    assert comparison[[f"{m}_std" for m in METRIC_COLUMNS]].isna().all().all()  # one seed
     assert comparison[list(METRIC_COLUMNS)].notna().all().all()
 
 
@@ -273,11 +276,11 @@ def test_demo_ground_truth_lists_always_hold_the_target(comparison: pd.DataFrame
 
 def test_demo_comparison_markdown_has_a_row_per_cell(demo_run, comparison) -> None:
     lines = (demo_run.results / "demo/comparison.md").read_text().splitlines()
-    header = [*COMPARISON_COLUMNS, "seeds", "p_ndcg@10_vs_stage1"]
+    header = [*COMPARISON_COLUMNS, "seeds", "p_ndcg@10_vs_stage1", "p_ndcg@10_vs_best"]
     assert lines[0] == "| " + " | ".join(header) + " |"
     table_rows = [line for line in lines[2:] if line.startswith("| ")]
     assert len(table_rows) == len(comparison)
-    assert lines[-1].startswith("† ndcg@10 differs from the Stage 1 row")
+    assert "† ndcg@10 differs from the Stage 1 row" in lines[-1]
 
 
 def test_demo_trains_bert4rec_once_for_all_cells(demo_run) -> None:

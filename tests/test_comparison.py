@@ -1,0 +1,111 @@
+"""The comparison table: means and spread over seeds, and significance marks that survive the
+table's multiple comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqrerank.comparison import comparison_table, to_markdown
+from seqrerank.io import write_json
+from seqrerank.metrics import metrics_from_ranks
+from seqrerank.significance import paired_randomization_test
+
+USERS = 300
+
+
+def write_cell(folder: Path, ranks: dict[str, np.ndarray]) -> Path:
+    """A cell's metrics.json and ranks.csv from each split's per-user target ranks."""
+    folder.mkdir(parents=True)
+    write_json(folder / "metrics.json", {s: metrics_from_ranks(r) for s, r in ranks.items()})
+    users = np.arange(1, USERS + 1)
+    frame = pd.concat(
+        pd.DataFrame({"split": split, "user": users, "rank": r}) for split, r in ranks.items()
+    )
+    frame.to_csv(folder / "ranks.csv", index=False)
+    return folder / "metrics.json"
+
+
+def grid(tmp_path: Path, systems: dict[tuple[str, str], float], seeds=(1, 2, 3)) -> pd.DataFrame:
+    """Retrieval-mode cells of one dataset; each system's target is at rank 1 for a share of
+    the users (its quality) and absent otherwise, drawn per seed."""
+    cells, paths = [], []
+    for seed in seeds:
+        for (retriever, reranker), quality in systems.items():
+            rng = np.random.default_rng([seed, len(cells)])
+            ranks = {s: np.where(rng.random(USERS) < quality, 1, 0) for s in ("val", "test")}
+            cell = dict(dataset="d", retriever=retriever, reranker=reranker, mode="retrieval")
+            paths.append(write_cell(tmp_path / f"{retriever}-{reranker}-{seed}", ranks))
+            cells.append({**cell, "seed": seed})
+    return comparison_table(cells, paths)
+
+
+def row(table: pd.DataFrame, retriever: str, reranker: str, split: str = "test") -> pd.Series:
+    chosen = table.query("retriever == @retriever and reranker == @reranker and split == @split")
+    return chosen.iloc[0]
+
+
+def test_metrics_are_means_over_seeds_with_their_sample_std(tmp_path: Path) -> None:
+    table = grid(tmp_path, {("lrurec", "none"): 0.3})
+    per_seed = [
+        pd.read_csv(tmp_path / f"lrurec-none-{seed}/ranks.csv").query("split == 'test'")
+        for seed in (1, 2, 3)
+    ]
+    hits = [(part["rank"] == 1).mean() for part in per_seed]
+    stage1 = row(table, "lrurec", "none")
+    assert stage1["seeds"] == 3
+    assert stage1["ndcg@10"] == pytest.approx(np.mean(hits))
+    assert stage1["ndcg@10_std"] == pytest.approx(np.std(hits, ddof=1))
+    assert stage1["ndcg@10_std"] > 0
+
+
+def test_one_seed_has_no_std(tmp_path: Path) -> None:
+    table = grid(tmp_path, {("lrurec", "none"): 0.3}, seeds=(1,))
+    assert table["recall@10_std"].isna().all()
+    table_lines = [line for line in to_markdown(table).splitlines() if line.startswith("|")]
+    assert not any("±" in line for line in table_lines)
+
+
+def test_a_clearly_better_reranker_is_marked_against_stage1_and_as_the_best(
+    tmp_path: Path,
+) -> None:
+    table = grid(tmp_path, {("lrurec", "none"): 0.2, ("lrurec", "ltr"): 0.5})
+    better = row(table, "lrurec", "ltr")
+    assert better["p_ndcg@10_vs_stage1"] < 0.001
+    assert better["ndcg@10_sig"] == "†*"
+    assert pd.isna(better["p_ndcg@10_vs_best"])  # it is the best row itself
+    stage1 = row(table, "lrurec", "none")
+    assert stage1["p_ndcg@10_vs_best"] < 0.001 and stage1["ndcg@10_sig"] == ""
+
+
+def test_p_values_are_holm_corrected_over_the_whole_table(tmp_path: Path) -> None:
+    systems = {("lrurec", "none"): 0.30, ("lrurec", "a"): 0.36, ("lrurec", "b"): 0.30}
+    table = grid(tmp_path, systems, seeds=(1,))
+    raw = {}
+    for reranker in ("a", "b"):
+        ranks = {
+            name: pd.read_csv(tmp_path / f"lrurec-{name}-1/ranks.csv").query("split == 'test'")
+            for name in (reranker, "none")
+        }
+        raw[reranker] = paired_randomization_test(
+            (ranks[reranker]["rank"] == 1).to_numpy(), (ranks["none"]["rank"] == 1).to_numpy()
+        )
+    table_p = {r: row(table, "lrurec", r)["p_ndcg@10_vs_stage1"] for r in ("a", "b")}
+    tests = table[["p_ndcg@10_vs_stage1", "p_ndcg@10_vs_best"]].notna().sum().sum()
+    assert tests == 2 * 2 + 2 * 2  # per split: two rerankers vs Stage 1, two rows vs the best
+    for reranker in ("a", "b"):
+        assert table_p[reranker] >= raw[reranker]
+        assert table_p[reranker] <= min(1.0, tests * raw[reranker])
+    assert table_p["a"] > raw["a"]  # the correction changed the smallest one
+
+
+def test_markdown_shows_mean_plus_minus_std_and_the_marks(tmp_path: Path) -> None:
+    table = grid(tmp_path, {("lrurec", "none"): 0.2, ("lrurec", "ltr"): 0.5})
+    markdown = to_markdown(table)
+    better = row(table, "lrurec", "ltr")
+    expected = f"**{better['ndcg@10']:.4f}†*** ± {better['ndcg@10_std']:.4f}"
+    assert expected in markdown
+    assert "Holm-corrected" in markdown
