@@ -320,3 +320,28 @@ def test_a_reranker_on_changed_candidates_trains_from_scratch(tmp_path: Path) ->
     assert histories[0] == histories[1]  # resumed: the finished run is reused
     assert [h["epoch"] for h in histories[2]] == [1]
     assert histories[2][0]["val"] != histories[0][0]["val"]
+
+
+SMALL_BERT4REC = {"hidden": 32, "layers": 2, "heads": 2, "dropout": 0.2, "max_len": 20}
+
+
+def test_bert4rec_interrupted_then_continued_under_a_longer_budget_equals_one_run(
+    demo_data: SequenceData, tmp_path: Path
+) -> None:
+    """BERT4Rec (random masks, dropout in attention) resumed twice, once after a kill and once
+    under a longer budget, ends exactly where one uninterrupted run does."""
+
+    def train(checkpoints: Path, validate: Callable, epochs: int) -> Run:
+        model = build_model("bert4rec", demo_data, Path("."), SMALL_BERT4REC, SETTINGS.seed)
+        history = fit(model, demo_data, replace(SETTINGS, epochs=epochs), checkpoints, validate)
+        return Run(history, weights(model))
+
+    whole = train(tmp_path / "whole", CountingValidation(demo_data), epochs=4)
+    with pytest.raises(Interrupted):
+        train(tmp_path / "parts", CountingValidation(demo_data, interrupt_at=2), epochs=3)
+    train(tmp_path / "parts", CountingValidation(demo_data), epochs=3)
+    validate = CountingValidation(demo_data)
+    continued = train(tmp_path / "parts", validate, epochs=4)
+    assert validate.calls == 1
+    assert without_timing(continued.history) == without_timing(whole.history)
+    assert same_weights(continued.weights, whole.weights)

@@ -2,7 +2,15 @@
 
 Training masks a random share of each training sequence and predicts the masked items with a
 softmax over all items (the full cross-entropy that Petrov & Macdonald found trains far faster than
-sampled losses). At inference a mask token is appended to the history and its output scores items.
+sampled losses). As in the original code, a share of the training sequences (``mask_last_share``;
+one in eleven there) masks only its last item, the position that inference predicts. At inference
+a mask token is appended to the history; its output goes through BERT's output transform (dense,
+GELU, LayerNorm) and scores the items against the tied item embeddings.
+
+Where ours differs from the original code: each item is masked independently with probability
+``mask_prob`` (the original masks exactly that share, rounded) and is always replaced by the mask
+token (the original's Beauty run does the same, ``mask_prob=1.0``), and every epoch draws new
+masks instead of ten fixed copies of the data.
 """
 
 from __future__ import annotations
@@ -28,10 +36,12 @@ class BERT4Rec(Recommender):
         dropout: float = 0.2,
         max_len: int = 50,
         mask_prob: float = 0.2,
+        mask_last_share: float = 1 / 11,
     ):
         super().__init__()
         self.max_len = max_len
         self.mask_prob = mask_prob
+        self.mask_last_share = mask_last_share
         self.mask_token = num_items + 1
         self.item_embedding = nn.Embedding(num_items + 2, hidden, padding_idx=0)
         self.position_embedding = nn.Embedding(max_len, hidden)
@@ -41,9 +51,13 @@ class BERT4Rec(Recommender):
             hidden, heads, 4 * hidden, dropout, activation="gelu", batch_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.output_transform = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden)
+        )
         self.item_bias = nn.Parameter(torch.zeros(num_items + 1))
-        for embedding in (self.item_embedding, self.position_embedding):
-            nn.init.trunc_normal_(embedding.weight, std=0.02)
+        # BERT's initialisation (initializer_range 0.02), also of the output transform.
+        for weight in (self.item_embedding, self.position_embedding, self.output_transform[0]):
+            nn.init.trunc_normal_(weight.weight, std=0.02)
 
     def encode(self, items: torch.Tensor) -> torch.Tensor:
         # Positions count back from the most recent item, so a batch padded only to its longest
@@ -56,18 +70,22 @@ class BERT4Rec(Recommender):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # Output layer tied to the item embeddings, without the mask token's row.
-        return hidden @ self.item_embedding.weight[: self.mask_token].T + self.item_bias
+        items = self.item_embedding.weight[: self.mask_token]
+        return self.output_transform(hidden) @ items.T + self.item_bias
 
     def training_batches(
         self, data: SequenceData, batch_size: int, generator: torch.Generator
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         windows = training_windows(data.train, self.max_len - 1)
         expected_masked = [max(1.0, self.mask_prob * len(w)) for w in windows]  # at least one
-        self.labels_per_window = sum(expected_masked) / len(windows)
+        share = self.mask_last_share
+        self.labels_per_window = (1 - share) * sum(expected_masked) / len(windows) + share
         for idx in length_bucketed_batches([len(w) for w in windows], batch_size, generator):
             items = pad_left([windows[i] for i in idx.tolist()])
             real = items > 0
             masked = real & (torch.rand(items.shape, generator=generator) < self.mask_prob)
+            last_only = torch.rand(len(items), generator=generator) < share
+            masked[last_only] = False
             # Every sequence gets at least its last item masked, the position inference predicts.
             masked[:, -1] |= ~masked.any(dim=1)
             labels = torch.where(masked, items, 0)
