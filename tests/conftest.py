@@ -7,6 +7,7 @@ minutes, and every test that needs them only reads them.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -157,6 +158,24 @@ def demo_report(demo_run: WorkflowRun) -> Path:
     if result.returncode != 0:
         pytest.fail(f"snakemake --report failed:\n{result.stdout[-5000:]}")
     return report
+
+
+# The .invalid top-level domain never resolves (RFC 2606): a DNS failure without a network.
+UNRESOLVABLE_URL = "http://nonexistent.invalid/x.jpg"
+
+
+@pytest.fixture
+def name_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The host names looked up during the test, in order; the real resolver still answers."""
+    lookups: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def recorded(host, *args, **kwargs):
+        lookups.append(host)
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recorded)
+    return lookups
 
 
 @contextmanager

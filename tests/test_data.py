@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import serving
+from conftest import UNRESOLVABLE_URL, serving
 from PIL import Image
 
 from seqrerank.data import prepare_dataset
@@ -567,6 +567,14 @@ def test_download_checksum_mismatch(tmp_path: Path, server: FileServer) -> None:
     with pytest.raises(ValueError, match=f"expected {wrong}, got {DIGEST}"):
         download(server.url, tmp_path / "file.bin", sha256=wrong)
     assert not (tmp_path / "file.bin").exists() and not (tmp_path / "file.bin.part").exists()
+
+
+def test_download_does_not_retry_a_host_name_that_does_not_resolve(
+    tmp_path: Path, name_lookups: list[str]
+) -> None:
+    with pytest.raises(OSError, match="Errno"):
+        download(UNRESOLVABLE_URL, tmp_path / "f.csv", retries=3, backoff=0.01)
+    assert name_lookups == ["nonexistent.invalid"]
 
 
 def test_download_of_a_present_file_only_checks_it(tmp_path: Path, server: FileServer) -> None:

@@ -13,12 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import DEMO_CONFIG, TINY_CLIP, serving
+from conftest import DEMO_CONFIG, TINY_CLIP, UNRESOLVABLE_URL, serving
 from PIL import Image
 
 from seqrerank import encoders
 from seqrerank.data import prepare_dataset
 from seqrerank.data.dataset import SequenceData
+from seqrerank.data.images import ImageDownloadError, fetch_image
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.features import FeatureError, ItemFeatures
@@ -219,6 +220,29 @@ def test_images_are_downloaded_and_bad_ones_handled(
     image_server.PAGES = {}
     prepare_dataset(spec, tmp_path / "raw", tmp_path / "d")
     assert (pd.read_csv(tmp_path / "d/items.csv", keep_default_na=False)["image"] != "").sum() == 3
+
+
+def test_a_host_name_that_does_not_resolve_is_not_retried(
+    tmp_path: Path, name_lookups: list[str]
+) -> None:
+    with pytest.raises(ImageDownloadError, match=f"^{UNRESOLVABLE_URL}: "):
+        fetch_image(UNRESOLVABLE_URL, tmp_path / "x.png", timeout=2, retries=2, max_bytes=1000)
+    assert name_lookups == ["nonexistent.invalid"]
+
+
+def test_a_preparation_whose_every_download_fails_says_so(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    urls = {"A": image_server.url("/a.png"), "B": UNRESOLVABLE_URL, "C": image_server.url("/c.png")}
+    write_amazon_with_images(tmp_path / "raw", urls)
+    spec = {"source": "amazon", "category": "T", "min_uc": 1, "min_sc": 1, "use_image": True}
+    with pytest.raises(ImageDownloadError) as error:
+        prepare_dataset(spec, tmp_path / "raw", tmp_path / "d")
+    message = str(error.value)
+    assert "use_image is set but all 3 image downloads" in message
+    assert f"(e.g. {urls['A']}: HTTP Error 404" in message
+    assert "where the image URLs are reachable" in message and "`images_dir`" in message
+    assert not (tmp_path / "d/stats.json").exists()
 
 
 def test_a_corrupt_local_image_is_dropped_when_images_are_required(tmp_path: Path) -> None:

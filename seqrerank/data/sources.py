@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -382,8 +383,7 @@ def download(
             _fetch_into(url, part, timeout)
             break
         except (OSError, http.client.HTTPException) as e:  # timeouts, resets, short bodies
-            client_error = isinstance(e, urllib.error.HTTPError) and e.code < 500
-            if client_error or attempt == retries:
+            if not is_transient(e) or attempt == retries:
                 raise
             log.warning("download of %s failed (%s), retrying", url, e)
         time.sleep(backoff * 2**attempt)
@@ -395,6 +395,16 @@ def download(
             raise
     os.replace(part, dest)
     return dest
+
+
+def is_transient(error: OSError | http.client.HTTPException) -> bool:
+    """Whether a failed request is worth retrying: a timeout, a reset, a short body or a server
+    error, not a client error (4xx) or a host name that does not resolve, which a retry a few
+    seconds later only repeats (offline, every request would wait through all its retries)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return not isinstance(reason, socket.gaierror)
 
 
 def _fetch_into(url: str, part: Path, timeout: float) -> None:
