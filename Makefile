@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES) --show-failed-logs
 	$(BIN)/snakemake --configfile config/demo.yaml --report results/demo/report.html
 	@echo
 	@cat results/demo/comparison.md

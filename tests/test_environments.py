@@ -165,6 +165,21 @@ def test_an_unknown_settings_key_is_named_with_the_valid_ones(tmp_path: Path) ->
         slurm.load_settings(path)
 
 
+# --- the profiles -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_a_profile_prints_the_log_of_a_failing_job(profile: str) -> None:
+    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    assert settings["show-failed-logs"] is True
+
+
+def test_make_demo_prints_the_log_of_a_failing_job() -> None:
+    recipe = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    workflow_run = next(line for line in recipe.splitlines() if "--cores" in line)
+    assert "--show-failed-logs" in workflow_run.split()
+
+
 # --- the workflow's own lint ----------------------------------------------------------------------
 
 
