@@ -22,7 +22,7 @@ from seqrerank.data.dataset import SequenceData
 from seqrerank.data.images import ImageDownloadError, fetch_image
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.evaluation import evaluate, retrieve
-from seqrerank.features import FeatureError, ItemFeatures
+from seqrerank.features import FeatureError, ItemFeatures, load_item_features
 from seqrerank.graph import interaction_batches, training_pairs
 from seqrerank.methods.bm3 import BM3
 from seqrerank.methods.mmgcn import MMGCN
@@ -84,6 +84,31 @@ def test_cached_features_are_reused_not_recomputed(
     other = FeatureSettings(**{**DEMO_CONFIG["features"], "clip_overrides": {"embed_dim": 16}})
     with pytest.raises(AssertionError, match="the encoder ran"):
         build_item_features("image", demo_dir, other, demo_feature_files["image"])
+
+
+class WritesAFile:
+    """Unpickled, it creates ``path``: code that a pickle from elsewhere could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return Path.touch, (self.path,)
+
+
+def test_a_feature_file_is_read_as_data_and_never_run(tmp_path: Path, demo_dir: Path) -> None:
+    path, ran = tmp_path / "image.pt", tmp_path / "ran"
+    saved = {"modality": "image", "values": torch.zeros(3, 2), "present": torch.ones(3).bool()}
+    torch.save({**saved, "encoder": {}, "fingerprint": "", "extra": WritesAFile(ran)}, path)
+    readers = {
+        "the methods": lambda: load_item_features(path, num_items=2),
+        "the item_features rule": lambda: build_item_features("image", demo_dir, TINY_CLIP, path),
+    }
+    for reader, read in readers.items():
+        with pytest.raises(FeatureError, match="is not a feature file of the workflow") as error:
+            read()
+        assert f"delete it and rebuild it (snakemake {path})" in str(error.value), reader
+    assert not ran.exists()
 
 
 def test_attributes_become_a_multi_hot(tmp_path: Path) -> None:
