@@ -72,7 +72,7 @@ def test_image_features_carry_the_category(
 def test_cached_features_are_reused_not_recomputed(
     demo_dir: Path, demo_feature_files: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    cached = torch.load(demo_feature_files["image"], weights_only=False)
+    cached = torch.load(demo_feature_files["image"], weights_only=True)
 
     def must_not_run(*args: object) -> None:
         raise AssertionError("the encoder ran although the cached features are current")
