@@ -14,6 +14,7 @@ from snakemake.api import SnakemakeApi
 from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
 from seqrerank import environments, slurm
+from seqrerank.config import workflow_rules
 from seqrerank.registry import RERANKERS, RETRIEVERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +144,20 @@ def test_gpu_jobs_go_to_the_gpu_partition_and_cpu_jobs_to_the_cpu_one(tmp_path: 
         "slurm_partition": "a100",
         "gpu_model": "a100",
     }
+
+
+def test_every_rule_takes_the_account_and_partition_from_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a cluster that requires an account, a rule without it would never run."""
+    path = tmp_path / "slurm.yaml"
+    path.write_text("account: lab\ncpu_partition: short\ngpu_partition: a100\n")
+    monkeypatch.setenv(slurm.SETTINGS_ENV, str(path))
+    rules = [rule for rule in load_rules(REPO / "config/demo.yaml") if not rule.norun]
+    assert {rule.name for rule in rules} == set(workflow_rules(REPO))
+    for rule in rules:
+        assert rule.resources.get("slurm_account") == "lab", rule.name
+        assert rule.resources.get("slurm_partition") == "short", rule.name  # the demo has no GPU
 
 
 def test_without_a_settings_file_jobs_name_no_account_or_partition(monkeypatch, tmp_path) -> None:
