@@ -45,6 +45,31 @@ DEMO_SPEC = {
 }
 
 
+SLURM_CLUSTER_OPTION = "--slurm-cluster"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        SLURM_CLUSTER_OPTION,
+        action="store_true",
+        help="run the tests marked slurm (make test-slurm; on by default where CI=true)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The SLURM cluster test changes the machine (as root it installs Debian's SLURM with apt
+    and writes /etc/slurm/slurm.conf): it runs only when asked, or in CI, which keeps it."""
+    if config.getoption(SLURM_CLUSTER_OPTION) or os.environ.get("CI") == "true":
+        return
+    skip = pytest.mark.skip(
+        reason="the SLURM cluster test installs SLURM and writes /etc/slurm/slurm.conf; "
+        "run it with `make test-slurm` (or `CI=true make test`)"
+    )
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread() -> None:
     """The test machine has two cores shared with other work: with more than one intra-op

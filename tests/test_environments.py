@@ -5,6 +5,9 @@ env pins that resolve on the package index; and the user's SLURM settings.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -178,6 +181,39 @@ def test_an_unknown_settings_key_is_named_with_the_valid_ones(tmp_path: Path) ->
     path.write_text("partition: gpu\n")
     with pytest.raises(ValueError, match=r"unknown keys \['partition'\]; valid keys: account"):
         slurm.load_settings(path)
+
+
+# --- the SLURM cluster test runs only when asked -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ci", "options", "outcome"),
+    [(None, [], "1 skipped"), ("true", [], "1 failed"), (None, ["--slurm-cluster"], "1 failed")],
+    ids=["make test", "CI=true make test", "make test-slurm"],
+)
+def test_the_slurm_cluster_test_runs_only_when_asked(
+    tmp_path: Path, ci: str | None, options: list[str], outcome: str
+) -> None:
+    """A stand-in test marked slurm, run under the suite's conftest: it fails whenever it runs
+    (the real one installs SLURM)."""
+    (tmp_path / "test_stand_in.py").write_text(
+        "import pytest\n\n\n@pytest.mark.slurm\ndef test_cluster():\n    raise AssertionError\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    env |= {"CI": ci} if ci else {}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO)])
+    command = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-rs"]
+    result = subprocess.run(
+        [*command, *options, "test_stand_in.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert outcome in result.stdout, result.stdout
+    if outcome == "1 skipped":
+        assert "run it with `make test-slurm` (or `CI=true make test`)" in result.stdout
 
 
 # --- the profiles -------------------------------------------------------------------------------
