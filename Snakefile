@@ -1,5 +1,7 @@
 # Two-stage sequential recommendation: the whole dataset x retriever x reranker x mode grid.
 # Run `snakemake --configfile config/demo.yaml` for the built-in demo; see README.md.
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 from seqrerank.config import validate_config
@@ -14,7 +16,8 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-validate_config(config, workflow.source_path("config/schema.yaml"), source="config")
+# The schema in its place in the workflow folder, whose rules/ the check of `resources` reads.
+validate_config(config, Path(workflow.basedir, "config/schema.yaml"), source="config")
 
 
 # `snakemake --report results/<run>/report.html`: its front page (rules/report.smk has the rest).

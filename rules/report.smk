@@ -1,6 +1,7 @@
 # The results the HTML report gathers: `snakemake --report results/<run>/report.html` embeds
 # every output flagged with report() below, with its caption from report/*.rst. Categories: the
 # comparison, the run (runtimes, provenance), and one per dataset with subcategories per stage.
+# Like every rule, each takes its resources (and the user's SLURM account) from resources_of.
 include: "report_common.smk"
 
 
@@ -30,6 +31,9 @@ rule report_comparison:
         metrics=REPORT_METRICS,
     log:
         f"results/{RUN}/logs/report_comparison.log",
+    threads: threads_of("report_comparison")
+    resources:
+        **resources_of("report_comparison", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
@@ -59,6 +63,9 @@ rule report_dataset:
         ),
     log:
         f"{LOGS}/report_dataset.log",
+    threads: threads_of("report_dataset")
+    resources:
+        **resources_of("report_dataset", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
@@ -78,6 +85,9 @@ rule plot_training:
         titles=[model["title"] for model in trained_models()],
     log:
         f"results/{RUN}/logs/plot_training.log",
+    threads: threads_of("plot_training")
+    resources:
+        **resources_of("plot_training", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
@@ -98,6 +108,9 @@ rule report_cells:
         cells=[{k: v for k, v in cell.items() if k != "page"} for cell in report_cells()],
     log:
         f"results/{RUN}/logs/report_cells.log",
+    threads: threads_of("report_cells")
+    resources:
+        **resources_of("report_cells", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
@@ -119,6 +132,9 @@ rule report_benchmarks:
         ),
     log:
         f"results/{RUN}/logs/report_benchmarks.log",
+    threads: threads_of("report_benchmarks")
+    resources:
+        **resources_of("report_benchmarks", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
@@ -154,6 +170,9 @@ rule report_provenance:
         workflow_dir=workflow.basedir,
     log:
         f"results/{RUN}/logs/report_provenance.log",
+    threads: threads_of("report_provenance")
+    resources:
+        **resources_of("report_provenance", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:

@@ -1,19 +1,25 @@
 """Validation of the workflow configuration against ``config/schema.yaml``.
 
-The schema's lists of method names are filled in from :mod:`seqrerank.registry` so that the
-registry stays the one place that knows them; defaults from the schema are written into the config.
+The schema's lists of names are filled in from where they are defined, so that each stays the one
+place that knows them: method names and each method's model keys from :mod:`seqrerank.registry`,
+the rule names that ``resources`` takes from the workflow's rule files. Defaults from the schema
+are written into the config.
 """
 
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from seqrerank.registry import RERANKERS, RETRIEVERS
+from seqrerank.registry import RERANKERS, RETRIEVERS, model_parameters
+
+RULE = re.compile(r"^rule (\w+):", re.MULTILINE)
 
 
 class ConfigError(ValueError):
@@ -34,13 +40,45 @@ def _with_defaults(validator_class: type) -> type:
     return validators.extend(validator_class, {"properties": set_defaults})
 
 
-def load_schema(schema_path: str | Path) -> dict:
-    schema = yaml.safe_load(Path(schema_path).read_text())
+def load_schema(schema_path: str | Path, methods: Iterable[str] = ()) -> dict:
+    """The schema (``<workflow>/config/schema.yaml``) with its lists of names: the registered
+    methods, the workflow's rules, and the model keys of each registered method in ``methods``
+    (only those, as reading a method's keys parses its source)."""
+    schema_path = Path(schema_path)
+    schema = yaml.safe_load(schema_path.read_text())
     props = schema["properties"]
+    registered = sorted({*RETRIEVERS, *RERANKERS})
     props["retrievers"]["items"]["enum"] = sorted(RETRIEVERS)
     props["rerankers"]["items"]["enum"] = sorted(RERANKERS)
-    props["methods"]["propertyNames"]["enum"] = sorted({*RETRIEVERS, *RERANKERS})
+    props["methods"]["propertyNames"]["enum"] = registered
+    props["resources"]["propertyNames"]["enum"] = workflow_rules(schema_path.parent.parent)
+    # A configured method: the schema of every method, and its class's keyword arguments.
+    props["methods"]["properties"] = {
+        name: {
+            "allOf": [props["methods"]["additionalProperties"]],
+            "properties": {
+                "model": {
+                    "properties": {key: {} for key in model_parameters(name)},
+                    "additionalProperties": False,
+                }
+            },
+        }
+        for name in methods
+        if name in registered
+    }
     return schema
+
+
+def workflow_rules(workflow_dir: str | Path) -> list[str]:
+    """The rules of the workflow's rule files (``rules/*.smk``), the names that ``resources``
+    takes: read from the files, as Snakemake parses them only after the config is checked."""
+    files = sorted(Path(workflow_dir, "rules").glob("*.smk"))
+    if not files:  # else every rule name would be rejected
+        raise FileNotFoundError(
+            f"no rules/*.smk in {workflow_dir}: validate against the schema in the workflow "
+            "folder, <workflow>/config/schema.yaml"
+        )
+    return sorted(name for path in files for name in RULE.findall(path.read_text()))
 
 
 def validate_config(
@@ -48,7 +86,8 @@ def validate_config(
 ) -> dict:
     """Check ``config`` in place (defaults filled in); raise :class:`ConfigError` listing every
     problem with its location in the config and, for a name, the valid values."""
-    schema = load_schema(schema_path)
+    methods = config.get("methods") if isinstance(config, dict) else None
+    schema = load_schema(schema_path, methods if isinstance(methods, dict) else ())
     validator = _with_defaults(Draft202012Validator)(schema)
     # Two passes: the first fills defaults, which the second then checks too.
     list(validator.iter_errors(config))
@@ -64,7 +103,8 @@ def validate_config(
             )
             message = error.message
             if error.validator in ("additionalProperties", "unevaluatedProperties"):
-                message += f"; valid keys: {', '.join(_known_keys(error.schema, schema))}"
+                valid = ", ".join(_known_keys(error.schema, schema)) or "none"
+                message += f"; valid keys: {valid}"
             lines.append(f"  - {where}: {message}")
         raise ConfigError("\n".join(lines))
     _check_cross_references(config, source)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from seqrerank.console import progress
 from seqrerank.data.dataset import load_items
-from seqrerank.features import FeatureError, ItemFeatures
+from seqrerank.features import FeatureError, ItemFeatures, read_feature_file
 from seqrerank.io import atomic_path
 from seqrerank.registry import FEATURE_SOURCES, MODALITIES
 
@@ -72,7 +72,7 @@ def build_item_features(
     encoder = settings.encoder(modality)
     fingerprint = _fingerprint(modality, encoder, data_dir, items)
     if out_path.exists():
-        saved = torch.load(out_path, weights_only=False)
+        saved = read_feature_file(out_path)
         if saved["fingerprint"] == fingerprint:
             log.info("reusing %s: computed from the same items and encoder", out_path)
             return ItemFeatures.from_saved(saved)

@@ -11,6 +11,7 @@ Only torch is needed here: the methods' environments read features without the e
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,19 @@ class ItemFeatures:
         return ItemFeatures(self.modality, self.values[order], self.present[order], self.encoder)
 
 
+def read_feature_file(path: Path) -> dict[str, Any]:
+    """The saved contents of a feature file: tensors and plain values only (``weights_only``),
+    so that a file from elsewhere cannot run code when it is read."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise FeatureError(
+            f"{path} is not a feature file of the workflow (it holds more than tensors and plain "
+            f"values, or is damaged), so it was not loaded: delete it and rebuild it "
+            f"(snakemake {path})"
+        ) from e
+
+
 def load_item_features(path: str | Path, num_items: int) -> ItemFeatures:
     path = Path(path)
     if not path.exists():
@@ -61,7 +75,7 @@ def load_item_features(path: str | Path, num_items: int) -> ItemFeatures:
             f"{path} does not exist: build it with the workflow's item_features rule "
             f"(snakemake {path}); the dataset needs {FEATURE_SOURCES.get(modality, 'that feature')}"
         )
-    features = ItemFeatures.from_saved(torch.load(path, weights_only=False))
+    features = ItemFeatures.from_saved(read_feature_file(path))
     if len(features.values) != num_items + 1:
         raise FeatureError(
             f"{path} has {len(features.values) - 1} items but the dataset has {num_items}: "

@@ -66,7 +66,7 @@ def save_model(model: Recommender, method: str, params: dict[str, Any], path: Pa
 def load_model(
     path: Path, data: SequenceData, data_dir: Path, features: Mapping[str, Path] | None = None
 ) -> Recommender:
-    saved = torch.load(path, weights_only=False)
+    saved = torch.load(path, weights_only=True)
     model = build_model(saved["method"], data, data_dir, saved["params"], seed=0, features=features)
     model.load_state_dict(saved["state_dict"])
     return model.eval()

@@ -6,7 +6,10 @@ strings so that reading the registry (the Snakefile does, for every job) never i
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,3 +94,57 @@ def load_method(name: str) -> type:
     """Import and return the class registered under ``name``."""
     module_name, class_name = method_spec(name).target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def model_parameters(name: str) -> list[str]:
+    """The keyword arguments that config (``methods.<name>.model``) may give the method's class:
+    those of its ``__init__`` that have a default (the others come from ``from_data``), as
+    :func:`seqrerank.methods.base.check_params` reads them from the class.
+
+    Read from the source with ``ast``, not by importing the class (which imports torch), so that
+    the config check in every parse of the Snakefile stays cheap."""
+    module, class_name = method_spec(name).target.split(":")
+    init = _init_arguments(module, class_name)
+    if init is None:  # no __init__ of its own along its bases here: nn.Module's, which takes none
+        return []
+    positional = [*init.posonlyargs, *init.args]
+    defaulted = positional[len(positional) - len(init.defaults) :]
+    keywords = [arg.arg for arg in defaulted if arg not in init.posonlyargs]
+    pairs = zip(init.kwonlyargs, init.kw_defaults, strict=True)
+    return keywords + [arg.arg for arg, default in pairs if default is not None]
+
+
+def _init_arguments(module: str, class_name: str) -> ast.arguments | None:
+    """The arguments of the ``__init__`` a class defines or inherits, following its bases depth
+    first, left to right (the MRO, short of diamonds) through the modules of this package."""
+    tree = _package_module(module)
+    if tree is None:
+        return None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    if class_name not in classes:
+        imported = {
+            alias.asname or alias.name: (node.module, alias.name)
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module
+            for alias in node.names
+        }
+        return _init_arguments(*imported[class_name]) if class_name in imported else None
+    for node in classes[class_name].body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__":
+            return node.args
+    for base in classes[class_name].bases:
+        init = _init_arguments(module, base.id) if isinstance(base, ast.Name) else None
+        if init is not None:
+            return init
+    return None
+
+
+@functools.cache
+def _package_module(module: str) -> ast.Module | None:
+    """The parsed source of a module of this package (None for any other), found without
+    importing it."""
+    if module.partition(".")[0] != __name__.partition(".")[0]:
+        return None
+    origin = importlib.util.find_spec(module).origin
+    with open(origin, encoding="utf-8") as f:
+        return ast.parse(f.read(), origin)

@@ -7,6 +7,7 @@ minutes, and every test that needs them only reads them.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +43,31 @@ DEMO_SPEC = {
     "min_uc": 5,
     "min_sc": 5,
 }
+
+
+SLURM_CLUSTER_OPTION = "--slurm-cluster"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        SLURM_CLUSTER_OPTION,
+        action="store_true",
+        help="run the tests marked slurm (make test-slurm; on by default where CI=true)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The SLURM cluster test changes the machine (as root it installs Debian's SLURM with apt
+    and writes /etc/slurm/slurm.conf): it runs only when asked, or in CI, which keeps it."""
+    if config.getoption(SLURM_CLUSTER_OPTION) or os.environ.get("CI") == "true":
+        return
+    skip = pytest.mark.skip(
+        reason="the SLURM cluster test installs SLURM and writes /etc/slurm/slurm.conf; "
+        "run it with `make test-slurm` (or `CI=true make test`)"
+    )
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -157,6 +183,24 @@ def demo_report(demo_run: WorkflowRun) -> Path:
     if result.returncode != 0:
         pytest.fail(f"snakemake --report failed:\n{result.stdout[-5000:]}")
     return report
+
+
+# The .invalid top-level domain never resolves (RFC 2606): a DNS failure without a network.
+UNRESOLVABLE_URL = "http://nonexistent.invalid/x.jpg"
+
+
+@pytest.fixture
+def name_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The host names looked up during the test, in order; the real resolver still answers."""
+    lookups: list[str] = []
+    resolve = socket.getaddrinfo
+
+    def recorded(host, *args, **kwargs):
+        lookups.append(host)
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", recorded)
+    return lookups
 
 
 @contextmanager

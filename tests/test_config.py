@@ -4,6 +4,8 @@ user sees from the real Snakemake command line."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,20 @@ import pytest
 import torch
 import yaml
 
-from seqrerank.config import ConfigError, model_params, training_settings, validate_config
+from seqrerank.config import (
+    ConfigError,
+    model_params,
+    training_settings,
+    validate_config,
+    workflow_rules,
+)
 from seqrerank.data.dataset import SequenceData
 from seqrerank.features import ItemFeatures
 from seqrerank.llm.tiny import TINY
 from seqrerank.methods.base import check_params
 from seqrerank.methods.llm_reranker import LLMReranker
 from seqrerank.methods.vip5 import VIP5
-from seqrerank.registry import RERANKERS, RETRIEVERS, load_method
+from seqrerank.registry import RERANKERS, RETRIEVERS, load_method, model_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config/schema.yaml"
@@ -185,6 +193,21 @@ def test_every_problem_is_reported_at_once(demo_config: dict[str, Any]) -> None:
     assert "retrievers[0]" in message and "modes[0]" in message
 
 
+def test_misspelled_rule_under_resources_lists_the_rules(demo_config: dict[str, Any]) -> None:
+    demo_config["resources"] = {"trian_reranker": {"gpu": 1}}
+    message = config_error(demo_config)
+    assert f"resources: 'trian_reranker' is not one of {workflow_rules(REPO)}" in message
+    assert "'train_reranker'" in message
+
+
+def test_the_rules_that_resources_takes_are_the_workflows_rules(snakemake_cli) -> None:
+    result = snakemake_cli("--list-rules")
+    assert result.returncode == 0, result.stdout[-3000:]
+    # One rule a line, its docstring beside it; the target rule `all` runs no job.
+    listed = set(re.findall(r"^(\w+)(?: \(|$)", result.stdout, re.MULTILINE)) - {"all"}
+    assert set(workflow_rules(REPO)) == listed
+
+
 # --- rules across keys --------------------------------------------------------------------------
 
 
@@ -220,6 +243,39 @@ def test_known_model_parameters_are_accepted() -> None:
     check_params(load_method("bert4rec"), {"hidden": 32, "mask_prob": 0.1}, where="x")
 
 
+def test_unknown_model_key_in_config_lists_the_class_keywords(demo_config: dict[str, Any]) -> None:
+    demo_config["methods"]["lrurec"]["model"]["hiden"] = 64
+    demo_config["methods"]["popularity"] = {"model": {"smoothing": 1}}
+    message = config_error(demo_config)
+    assert (
+        "methods.lrurec.model: Additional properties are not allowed ('hiden' was unexpected); "
+        "valid keys: hidden, blocks, dropout, lru_dropout, max_len"
+    ) in message
+    assert "methods.popularity.model: Additional properties are not allowed" in message
+    assert "valid keys: none" in message
+
+
+@pytest.mark.parametrize("method", sorted({*RETRIEVERS, *RERANKERS}))
+def test_config_model_keys_are_the_keywords_the_class_accepts(method: str) -> None:
+    """Read from the source (no torch import) as check_params reads them from the class."""
+    cls, keys = load_method(method), model_parameters(method)
+    check_params(cls, dict.fromkeys(keys), where="x")
+    with pytest.raises(ValueError, match=f"valid parameters: {', '.join(keys) or 'none'}$"):
+        check_params(cls, {"not_a_parameter": 1}, where="x")
+
+
+def test_validating_a_config_imports_no_torch() -> None:
+    """Every SLURM job parses the Snakefile, and so validates the config: it stays cheap."""
+    check = (
+        "import sys; from seqrerank.config import load_config; "
+        "load_config('config/demo.yaml'); print(sorted(m for m in sys.modules if 'torch' in m))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
 # --- the command line -------------------------------------------------------------------------
 
 
@@ -233,6 +289,20 @@ def test_snakemake_rejects_a_bad_config_with_the_clear_message(
     assert result.returncode != 0
     assert "ConfigError" in result.stdout
     assert f"retrievers[1]: 'sasrec' is not one of {sorted(RETRIEVERS)}" in result.stdout
+
+
+def test_snakemake_dry_run_rejects_a_misspelled_rule_and_model_key_at_once(
+    demo_config: dict[str, Any], tmp_path: Path, snakemake_cli
+) -> None:
+    demo_config["resources"]["trian_reranker"] = {"gpu": 1}
+    demo_config["methods"]["bert4rec"]["model"]["hiden"] = 64
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(demo_config))
+    result = snakemake_cli("-n", "--configfile", path, "--directory", tmp_path)
+    assert result.returncode != 0
+    assert "resources: 'trian_reranker' is not one of ['aggregate'," in result.stdout
+    assert "methods.bert4rec.model: Additional properties are not allowed ('hiden'" in result.stdout
+    assert "valid keys: hidden, layers, heads, dropout, max_len, mask_prob" in result.stdout
 
 
 def test_snakemake_rejects_a_rerank_top_k_above_retrieval_top_k(

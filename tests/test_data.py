@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import serving
+from conftest import UNRESOLVABLE_URL, serving
 from PIL import Image
 
 from seqrerank.data import prepare_dataset
@@ -23,6 +24,7 @@ from seqrerank.data.sources import (
     DataFormatError,
     download,
     read_amazon_meta,
+    read_item_attributes,
     read_ratings_csv,
     read_reviews_json,
     read_sequences,
@@ -328,6 +330,84 @@ def test_bad_sequence_line(tmp_path: Path) -> None:
         read_sequences(path)
 
 
+def test_sequence_file_with_a_non_integer_token(tmp_path: Path) -> None:
+    path = tmp_path / "seq.txt"
+    path.write_text("1 5 6 7\n2 5 12x 7\n")
+    with pytest.raises(DataFormatError) as error:
+        read_sequences(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:2: expected integer user and item ids, got the token '12x'")
+    assert "Fix or delete this line" in message
+
+
+# One reader per raw format: (reader, file name, three lines; the third has a non-ASCII letter).
+RAW_FORMATS = {
+    "ratings": (read_ratings_csv, "ratings_T.csv", ["A1,B1,5.0,1", "A2,B1,4.0,2", "Aé,B2,5.0,3"]),
+    "reviews": (
+        read_reviews_json,
+        "reviews_T_5.json.gz",
+        [json.dumps({**REVIEWS[0], "reviewerID": user}, ensure_ascii=False) for user in "ABé"],
+    ),
+    "meta": (read_amazon_meta, "meta_T.json.gz", [repr({"asin": a}) for a in ("B1", "B2", "Bé")]),
+    "sequences": (read_sequences, "seq.txt", ["1 2 3", "2 3 4", "3 4 5 é"]),
+    "attributes": (read_item_attributes, "attrs.json", ['{"1": [1],', '"2": [2],', '"é": [3]}']),
+}
+
+
+# Line makers of the gzip formats: a line for any id.
+GZIP_LINES = {
+    "reviews": lambda key: json.dumps({**REVIEWS[0], "reviewerID": key}),
+    "meta": lambda key: repr({"asin": key}),
+}
+
+
+def write_raw(path: Path, data: bytes) -> None:
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+
+
+@pytest.mark.parametrize("kind", RAW_FORMATS)
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path, kind: str) -> None:
+    reader, name, lines = RAW_FORMATS[kind]
+    path = tmp_path / name
+    write_raw(path, "\n".join(lines).encode("latin-1") + b"\n")
+    with pytest.raises(DataFormatError) as error:
+        reader(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}:3: expected UTF-8 text, got the byte 0xe9"), message
+    assert "Convert the file to UTF-8" in message
+
+
+@pytest.mark.parametrize("kind", GZIP_LINES)
+def test_a_gz_file_that_is_not_gzip_says_so(tmp_path: Path, kind: str) -> None:
+    reader, name, lines = RAW_FORMATS[kind]
+    path = tmp_path / name
+    path.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(DataFormatError) as error:
+        reader(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: expected gzip data (its name ends in .gz)"), message
+    assert "remove .gz from its name" in message
+
+
+@pytest.mark.parametrize("kind", GZIP_LINES)
+def test_a_truncated_gzip_file_names_the_line_where_it_breaks(tmp_path: Path, kind: str) -> None:
+    reader, name, _ = RAW_FORMATS[kind]
+    path = tmp_path / name
+    # Ids that do not compress away, so that half of the file holds many lines.
+    keys = (hashlib.sha256(bytes(i)).hexdigest() for i in range(2000))
+    text = "".join(GZIP_LINES[kind](key) + "\n" for key in keys)
+    compressed = gzip.compress(text.encode())
+    path.write_bytes(compressed[: len(compressed) // 2])
+    with pytest.raises(DataFormatError) as error:
+        reader(path)
+    message = str(error.value)
+    match = re.match(
+        rf"{re.escape(str(path))}:(\d+): the gzip data is truncated or corrupt", message
+    )
+    assert match and 100 < int(match.group(1)) < 2000, message
+    assert "Download the file again" in message
+
+
 # --- images -------------------------------------------------------------------------------
 
 
@@ -508,6 +588,14 @@ def test_download_checksum_mismatch(tmp_path: Path, server: FileServer) -> None:
     with pytest.raises(ValueError, match=f"expected {wrong}, got {DIGEST}"):
         download(server.url, tmp_path / "file.bin", sha256=wrong)
     assert not (tmp_path / "file.bin").exists() and not (tmp_path / "file.bin.part").exists()
+
+
+def test_download_does_not_retry_a_host_name_that_does_not_resolve(
+    tmp_path: Path, name_lookups: list[str]
+) -> None:
+    with pytest.raises(OSError, match="Errno"):
+        download(UNRESOLVABLE_URL, tmp_path / "f.csv", retries=3, backoff=0.01)
+    assert name_lookups == ["nonexistent.invalid"]
 
 
 def test_download_of_a_present_file_only_checks_it(tmp_path: Path, server: FileServer) -> None:

@@ -14,15 +14,16 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEMO_CONFIG, TINY_CLIP, serving
+from conftest import DEMO_CONFIG, TINY_CLIP, UNRESOLVABLE_URL, serving
 from PIL import Image
 
 from seqrerank import encoders
 from seqrerank.data import prepare_dataset
 from seqrerank.data.dataset import SequenceData
+from seqrerank.data.images import ImageDownloadError, fetch_image
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.evaluation import evaluate, retrieve
-from seqrerank.features import FeatureError, ItemFeatures
+from seqrerank.features import FeatureError, ItemFeatures, load_item_features
 from seqrerank.graph import interaction_batches, training_pairs
 from seqrerank.methods.bm3 import BM3
 from seqrerank.methods.mmgcn import MMGCN
@@ -72,7 +73,7 @@ def test_image_features_carry_the_category(
 def test_cached_features_are_reused_not_recomputed(
     demo_dir: Path, demo_feature_files: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    cached = torch.load(demo_feature_files["image"], weights_only=False)
+    cached = torch.load(demo_feature_files["image"], weights_only=True)
 
     def must_not_run(*args: object) -> None:
         raise AssertionError("the encoder ran although the cached features are current")
@@ -84,6 +85,31 @@ def test_cached_features_are_reused_not_recomputed(
     other = FeatureSettings(**{**DEMO_CONFIG["features"], "clip_overrides": {"embed_dim": 16}})
     with pytest.raises(AssertionError, match="the encoder ran"):
         build_item_features("image", demo_dir, other, demo_feature_files["image"])
+
+
+class WritesAFile:
+    """Unpickled, it creates ``path``: code that a pickle from elsewhere could run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return Path.touch, (self.path,)
+
+
+def test_a_feature_file_is_read_as_data_and_never_run(tmp_path: Path, demo_dir: Path) -> None:
+    path, ran = tmp_path / "image.pt", tmp_path / "ran"
+    saved = {"modality": "image", "values": torch.zeros(3, 2), "present": torch.ones(3).bool()}
+    torch.save({**saved, "encoder": {}, "fingerprint": "", "extra": WritesAFile(ran)}, path)
+    readers = {
+        "the methods": lambda: load_item_features(path, num_items=2),
+        "the item_features rule": lambda: build_item_features("image", demo_dir, TINY_CLIP, path),
+    }
+    for reader, read in readers.items():
+        with pytest.raises(FeatureError, match="is not a feature file of the workflow") as error:
+            read()
+        assert f"delete it and rebuild it (snakemake {path})" in str(error.value), reader
+    assert not ran.exists()
 
 
 def test_attributes_become_a_multi_hot(tmp_path: Path) -> None:
@@ -220,6 +246,29 @@ def test_images_are_downloaded_and_bad_ones_handled(
     image_server.PAGES = {}
     prepare_dataset(spec, tmp_path / "raw", tmp_path / "d")
     assert (pd.read_csv(tmp_path / "d/items.csv", keep_default_na=False)["image"] != "").sum() == 3
+
+
+def test_a_host_name_that_does_not_resolve_is_not_retried(
+    tmp_path: Path, name_lookups: list[str]
+) -> None:
+    with pytest.raises(ImageDownloadError, match=f"^{UNRESOLVABLE_URL}: "):
+        fetch_image(UNRESOLVABLE_URL, tmp_path / "x.png", timeout=2, retries=2, max_bytes=1000)
+    assert name_lookups == ["nonexistent.invalid"]
+
+
+def test_a_preparation_whose_every_download_fails_says_so(
+    tmp_path: Path, image_server: ImageServer
+) -> None:
+    urls = {"A": image_server.url("/a.png"), "B": UNRESOLVABLE_URL, "C": image_server.url("/c.png")}
+    write_amazon_with_images(tmp_path / "raw", urls)
+    spec = {"source": "amazon", "category": "T", "min_uc": 1, "min_sc": 1, "use_image": True}
+    with pytest.raises(ImageDownloadError) as error:
+        prepare_dataset(spec, tmp_path / "raw", tmp_path / "d")
+    message = str(error.value)
+    assert "use_image is set but all 3 image downloads" in message
+    assert f"(e.g. {urls['A']}: HTTP Error 404" in message
+    assert "where the image URLs are reachable" in message and "`images_dir`" in message
+    assert not (tmp_path / "d/stats.json").exists()
 
 
 def test_a_corrupt_local_image_is_dropped_when_images_are_required(tmp_path: Path) -> None:

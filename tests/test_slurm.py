@@ -4,6 +4,8 @@ The model rules ask for a GPU here (config ``resources.<rule>.gpu``), so the tes
 land on the ``gpu`` partition and the others on ``cpu``. Conda and Apptainer cannot be installed
 on the test machine, so the profile runs without its software deployment; everything else is the
 shipped profile. ``make test-slurm`` runs this file alone; tests/slurm_cluster.py runs the cluster.
+It changes the machine (SLURM installed, /etc/slurm/slurm.conf), so a plain ``make test`` skips it
+unless ``CI=true`` (tests/conftest.py).
 """
 
 from __future__ import annotations

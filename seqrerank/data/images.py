@@ -3,7 +3,8 @@
 Each image is downloaded once, in parallel, with a timeout, retries and a size cap, and kept only
 if its bytes decode as an image; it is stored already converted (RGB PNG, long side at most
 448 px) as ``<original item id>.png`` in the raw images folder, from which data preparation takes
-it like a local image. An item whose download fails keeps no image; the failure is logged.
+it like a local image. An item whose download fails keeps no image; the failure is logged, and
+data preparation stops when no item has an image at all (offline, most likely).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import http.client
 import io
 import logging
 import time
-import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from seqrerank.console import progress
+from seqrerank.data.sources import is_transient
 from seqrerank.io import atomic_path
 
 log = logging.getLogger("seqrerank.data")
@@ -41,9 +42,9 @@ def fetch_images(
     retries: int = 2,
     max_bytes: int = MAX_IMAGE_BYTES,
     workers: int = DOWNLOAD_WORKERS,
-) -> dict[str, Path]:
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Download the image of each item (original id -> URL) not yet in ``dest_dir``; return the
-    items whose image is now there, with its path."""
+    items whose image is now there, with its path, and those whose download failed, with why."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     todo = {item: url for item, url in urls.items() if not image_path(dest_dir, item).exists()}
     failures: dict[str, str] = {}
@@ -63,7 +64,8 @@ def fetch_images(
         log.warning("no image for item %s: %s", item, reason)
     if failures:
         log.warning("%d of %d image downloads failed", len(failures), len(todo))
-    return {item: image_path(dest_dir, item) for item in urls if item not in failures}
+    fetched = {item: image_path(dest_dir, item) for item in urls if item not in failures}
+    return fetched, failures
 
 
 def image_path(dest_dir: Path, item: str) -> Path:
@@ -73,8 +75,8 @@ def image_path(dest_dir: Path, item: str) -> Path:
 def fetch_image(url: str, dest: Path, timeout: float, retries: int, max_bytes: int) -> None:
     """Download ``url``, check that it decodes, and store it converted at ``dest``.
 
-    Timeouts, resets and server errors are retried with backoff; a client error (404), an
-    oversized body or bytes that are not an image fail at once."""
+    Timeouts, resets and server errors are retried with backoff; a client error (404), a host
+    name that does not resolve, an oversized body or bytes that are not an image fail at once."""
     for attempt in range(retries + 1):
         try:
             data = _read_capped(url, timeout, max_bytes)
@@ -82,8 +84,7 @@ def fetch_image(url: str, dest: Path, timeout: float, retries: int, max_bytes: i
         except ValueError as e:  # not a URL urllib can fetch
             raise ImageDownloadError(f"{url}: {e}") from e
         except (OSError, http.client.HTTPException) as e:  # timeouts, resets, HTTP errors
-            client_error = isinstance(e, urllib.error.HTTPError) and e.code < 500
-            if client_error or attempt == retries:
+            if not is_transient(e) or attempt == retries:
                 raise ImageDownloadError(f"{url}: {e}") from e
         time.sleep(0.5 * 2**attempt)
     try:

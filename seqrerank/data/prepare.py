@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from seqrerank.data.images import MAX_IMAGE_SIDE, fetch_images, to_rgb
+from seqrerank.data.images import MAX_IMAGE_SIDE, ImageDownloadError, fetch_images, to_rgb
 from seqrerank.data.sources import (
     read_amazon_meta,
     read_item_attributes,
@@ -378,7 +378,16 @@ def find_images(
                 "use_image is set but no item has an image: give the dataset an `images_dir` "
                 "of <item id>.<ext> files, or metadata with image URLs (imUrl)"
             )
-        found |= fetch_images(missing, raw_dir / "images")
+        fetched, failed = fetch_images(missing, raw_dir / "images")
+        found |= fetched
+        if not found:  # offline, most likely: say so here, not as a missing feature later
+            example = min(failed.values())
+            raise ImageDownloadError(
+                f"use_image is set but all {len(failed)} image downloads into "
+                f"{raw_dir / 'images'} failed (e.g. {example}), so no item has an image. Run "
+                "the data preparation where the image URLs are reachable, or give the dataset "
+                "an `images_dir` of <item id>.<ext> files, or set use_image: false"
+            )
     absent = len(candidates) - len(found)
     if found and absent:
         log.warning("%d of %d items have no image file", absent, len(candidates))

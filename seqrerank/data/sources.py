@@ -19,10 +19,13 @@ import logging
 import math
 import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,14 +49,17 @@ class DataFormatError(ValueError):
 
 
 def _format_error(
-    path: str | os.PathLike, lineno: int | None, expected: str, got: str, excerpt: str = ""
+    path: str | os.PathLike,
+    lineno: int | None,
+    expected: str,
+    got: str,
+    excerpt: str = "",
+    fix: str = "Fix or delete this line.",
 ) -> DataFormatError:
     """Build the error for one bad line: where, what was expected, what was found, and the fix."""
     where = f"{path}:{lineno}" if lineno is not None else str(path)
     shown = excerpt if len(excerpt) <= _EXCERPT_CHARS else excerpt[:_EXCERPT_CHARS] + "..."
-    return DataFormatError(
-        f"{where}: expected {expected}, got {got}: {shown!r}. Fix or delete this line."
-    )
+    return DataFormatError(f"{where}: expected {expected}, got {got}: {shown!r}. {fix}")
 
 
 def open_text(path: str | os.PathLike) -> IO[str]:
@@ -63,9 +69,59 @@ def open_text(path: str | os.PathLike) -> IO[str]:
     return open(path, encoding="utf-8")
 
 
+def _open_binary(path: str | os.PathLike) -> IO[bytes]:
+    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
+
+
+@contextmanager
+def _decoding(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a file that is not UTF-8, or a ``.gz`` that is not (complete) gzip, into a
+    DataFormatError naming the file, the line and the fix, in place of a decoder's traceback."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise _not_utf8_error(path, e) from e
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # truncated, not gzip, corrupt
+        raise _gzip_error(path, e) from e
+
+
+def _not_utf8_error(path: str | os.PathLike, error: UnicodeDecodeError) -> DataFormatError:
+    """The first line that does not decode: a decoder reads in chunks, so its error has none."""
+    fix = "Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8) or fix this line."
+    with _open_binary(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                text = raw.decode("utf-8", errors="replace").strip()
+                byte = f"the byte {raw[bad.start]:#04x} ({bad.reason})"
+                return _format_error(path, lineno, "UTF-8 text", byte, text, fix)
+    return DataFormatError(f"{path}: expected UTF-8 text, got {error}. {fix}")
+
+
+def _gzip_error(path: str | os.PathLike, error: Exception) -> DataFormatError:
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return DataFormatError(
+                f"{path}: expected gzip data (its name ends in .gz), got {error}. If it is plain "
+                "text, remove .gz from its name (and from the config); else download it again."
+            )
+    lines = 0
+    try:  # count the lines before the damage
+        with gzip.open(path, "rb") as f:
+            for _ in f:
+                lines += 1
+    except (EOFError, gzip.BadGzipFile, zlib.error):
+        pass
+    return DataFormatError(
+        f"{path}:{lines + 1}: the gzip data is truncated or corrupt after line {lines} ({error}), "
+        "e.g. by an interrupted download. Download the file again."
+    )
+
+
 def _numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, stripped line) for every non-blank line."""
-    with open_text(path) as f:
+    with _decoding(path), open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if line:
@@ -93,13 +149,14 @@ def read_ratings_csv(path: str | os.PathLike) -> pd.DataFrame:
     line by line with the csv module, to report the first bad line precisely.
     """
     dtypes = {"user": str, "item": str, "rating": "float64", "timestamp": "int64"}
-    try:
-        df = pd.read_csv(
-            path, header=None, names=INTERACTION_COLUMNS, dtype=dtypes, keep_default_na=False
-        )
-    except ValueError:  # includes pandas' ParserError and failed dtype conversions
-        _raise_first_bad_ratings_line(path)
-        raise
+    with _decoding(path):
+        try:
+            df = pd.read_csv(
+                path, header=None, names=INTERACTION_COLUMNS, dtype=dtypes, keep_default_na=False
+            )
+        except ValueError:  # includes pandas' ParserError and failed dtype conversions
+            _raise_first_bad_ratings_line(path)
+            raise
     bad = ~np.isfinite(df["rating"]) | (df["user"] == "") | (df["item"] == "")
     if bad.any():
         _raise_first_bad_ratings_line(path)
@@ -108,7 +165,7 @@ def read_ratings_csv(path: str | os.PathLike) -> pd.DataFrame:
 
 def _raise_first_bad_ratings_line(path: str | os.PathLike) -> None:
     expected = "4 comma-separated fields user,item,rating,timestamp"
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         for row in reader:
             if not row:
@@ -232,7 +289,8 @@ def _clean(value: Any) -> str:
 
 
 def read_sequences(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``user item item ...`` lines (items in time order); timestamp = position in line."""
+    """Read ``user item item ...`` lines of integer ids (items in time order); timestamp =
+    position in line."""
     users: list[str] = []
     items: list[str] = []
     positions: list[int] = []
@@ -242,6 +300,12 @@ def read_sequences(path: str | os.PathLike) -> pd.DataFrame:
         if not sequence:
             raise _format_error(
                 path, lineno, "a user id followed by at least one item id", "only 1 field", line
+            )
+        # A stray non-integer would make every id sort as text (prepare.sorted_ids): renumbered.
+        token = next((t for t in (user, *sequence) if not (t.isascii() and t.isdigit())), None)
+        if token is not None:
+            raise _format_error(
+                path, lineno, "integer user and item ids", f"the token {token!r}", line
             )
         if user in first_line:
             raise _format_error(
@@ -263,7 +327,7 @@ def read_item_attributes(path: str | os.PathLike) -> pd.DataFrame:
 
     ``attributes`` holds the ids space-joined, e.g. ``"1 2 3"``.
     """
-    with open_text(path) as f:
+    with _decoding(path), open_text(path) as f:
         text = f.read()
     try:
         mapping = json.loads(text)
@@ -319,8 +383,7 @@ def download(
             _fetch_into(url, part, timeout)
             break
         except (OSError, http.client.HTTPException) as e:  # timeouts, resets, short bodies
-            client_error = isinstance(e, urllib.error.HTTPError) and e.code < 500
-            if client_error or attempt == retries:
+            if not is_transient(e) or attempt == retries:
                 raise
             log.warning("download of %s failed (%s), retrying", url, e)
         time.sleep(backoff * 2**attempt)
@@ -332,6 +395,16 @@ def download(
             raise
     os.replace(part, dest)
     return dest
+
+
+def is_transient(error: OSError | http.client.HTTPException) -> bool:
+    """Whether a failed request is worth retrying: a timeout, a reset, a short body or a server
+    error, not a client error (4xx) or a host name that does not resolve, which a retry a few
+    seconds later only repeats (offline, every request would wait through all its retries)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return not isinstance(reason, socket.gaierror)
 
 
 def _fetch_into(url: str, part: Path, timeout: float) -> None:
