@@ -226,6 +226,51 @@ def test_sequences_dataset_reads_its_local_file(tmp_path: Path, snakemake_cli) -
     assert jobs_of(planned_jobs(result.stdout), "download_raw") == {}
 
 
+# --- no future item in a training list ---------------------------------------------------------
+
+
+def job_inputs(output: str, rule: str) -> list[list[str]]:
+    """The input files of every ``rule`` job in Snakemake's job listing."""
+    inputs = []
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.MULTILINE)[1:]:
+        name, _, body = block.partition(":\n")
+        match = re.search(r"^\s+input: (.+)$", body, flags=re.MULTILINE)
+        if name == rule and match:
+            inputs.append(match.group(1).split(", "))
+    return inputs
+
+
+def test_no_list_a_reranker_trains_on_holds_a_val_or_test_item(
+    tmp_path: Path, snakemake_cli
+) -> None:
+    """Every candidate list that a train_reranker job of a small grid reads, from Stage 1's
+    train task or the ground-truth sampler, is free of its user's validation and test items."""
+    config = {
+        "run": "leak",
+        "datasets": {"tiny": synthetic(3)},
+        "retrievers": ["popularity", "lrurec"],
+        "rerankers": ["qwen", "bert4rec"],
+        "retrieval": {"epochs": 2, "top_k": 20},
+        "rerank": {"top_k": 20, "train_candidates": "retrieval"},
+    }
+    path = write_config(tmp_path / "config.yaml", config)
+    args = ["--directory", tmp_path, "--configfile", path]
+    planned = snakemake_cli("-n", "--forceall", *args)
+    assert planned.returncode == 0, planned.stdout[-3000:]
+    read = {f for files in job_inputs(planned.stdout, "train_reranker") for f in files}
+    lists = sorted(f for f in read if f.endswith("retrieved.csv") or "/candidates/" in f)
+    assert any("retrieval/lrurec" in f for f in lists) and any("ground_truth" in f for f in lists)
+    built = snakemake_cli(*lists, "--cores", "2", *args, timeout=600)
+    assert built.returncode == 0, built.stdout[-3000:]
+    data = load_sequences(tmp_path / "results/tiny/data")
+    later = {u: {int(v), int(t)} for u, v, t in zip(data.users, data.val, data.test, strict=True)}
+    for name in lists:
+        train = pd.read_csv(tmp_path / name).query("split == 'train'")
+        assert len(train) == data.num_users, name
+        for user, items in zip(train["user"], train["items"], strict=True):
+            assert not later[user] & {int(i) for i in items.split()}, (name, user)
+
+
 # --- the demo, end to end -----------------------------------------------------------------------
 
 
