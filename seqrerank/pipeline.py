@@ -60,13 +60,14 @@ def build_model(
 
 def save_model(model: Recommender, method: str, params: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"method": method, "params": params, "state_dict": model.state_dict()}, tmp)
+        weights = {name: value.cpu() for name, value in model.state_dict().items()}
+        torch.save({"method": method, "params": params, "state_dict": weights}, tmp)
 
 
 def load_model(
     path: Path, data: SequenceData, data_dir: Path, features: Mapping[str, Path] | None = None
 ) -> Recommender:
-    saved = torch.load(path, weights_only=True)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(saved["method"], data, data_dir, saved["params"], seed=0, features=features)
     model.load_state_dict(saved["state_dict"])
     return model.eval()

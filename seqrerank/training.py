@@ -9,6 +9,11 @@ In a job of several processes (:mod:`seqrerank.distributed`) every rank draws th
 and trains on its part of each under DistributedDataParallel, so an optimizer step sees the same
 examples as with one process; rank 0 decides on the best epoch and early stopping, and alone
 writes the checkpoints, which every rank resumes from.
+
+The loop places the model and every batch on the job's device (the GPU when the job has one,
+under torchrun the rank's own; :func:`seqrerank.distributed.place`): model files never place
+themselves. On a GPU, training runs under bf16 autocast with TF32 matrix products, unless the
+settings say ``precision: fp32`` or the method does not tolerate it (``mixed_precision``).
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -43,6 +50,8 @@ class TrainSettings:
     metric: str = "ndcg@10"
     weight_decay: float = 0.0
     seed: int = 42
+    precision: Literal["bf16", "fp32"] = "bf16"
+    """On a GPU: bf16 autocast and TF32 matrix products, or plain fp32 throughout."""
 
 
 def seed_everything(seed: int) -> None:
@@ -103,6 +112,8 @@ def fit(
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    target = distributed.place(model)
+    precision = mixed_precision(model, settings, target)
     # Only what trains (a LoRA adapter, not the frozen language model under it).
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -114,7 +125,7 @@ def fit(
     best, start_epoch = float("-inf"), 1
 
     if last_path.exists():
-        state = torch.load(last_path, weights_only=True)
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
         if state["fingerprint"] == fingerprint and _resumable(state["history"], settings):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -141,8 +152,10 @@ def fit(
         )
         for batch in bar:
             part, weight = distributed.batch_share(batch)
+            part = distributed.to_device(part, target)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_of(part) * weight
+            with precision:
+                loss = loss_of(part) * weight
             loss.backward()
             optimizer.step()
             total, batches = total + loss.item(), batches + 1
@@ -192,9 +205,26 @@ def fit(
 
     distributed.barrier()  # best.pt is written
     if best_path.exists():
-        model.load_state_dict(torch.load(best_path, weights_only=True))
+        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model.eval()
     return history
+
+
+def uses_bf16(model: Recommender, settings: TrainSettings, target: torch.device) -> bool:
+    """Whether training steps autocast to bf16: on a GPU, where the settings and the method
+    allow it."""
+    return target.type == "cuda" and settings.precision == "bf16" and model.mixed_precision
+
+
+def mixed_precision(
+    model: Recommender, settings: TrainSettings, target: torch.device
+) -> AbstractContextManager:
+    """The autocast of a training step (see :func:`uses_bf16`); on a GPU, TF32 matrix products
+    too unless the settings say ``precision: fp32``."""
+    if target.type == "cuda":  # "high": TF32 matrix products
+        torch.set_float32_matmul_precision("high" if settings.precision == "bf16" else "highest")
+    enabled = uses_bf16(model, settings, target)
+    return torch.autocast(target.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def _epochs_since_best(history: list[dict]) -> int:

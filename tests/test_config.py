@@ -77,6 +77,7 @@ def test_method_training_settings_override_the_stage_defaults(
         "batch_size": 64,
         "patience": 5,
         "metric": "ndcg@10",
+        "precision": "bf16",
     }
     assert training_settings(demo_config, "retrieval", "popularity")["epochs"] == 20
 
@@ -168,6 +169,7 @@ def test_unknown_stage_setting_lists_the_valid_settings(demo_config: dict[str, A
         "metric",
         "batch_size",
         "patience",
+        "precision",
         "top_k",
     }
 

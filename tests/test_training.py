@@ -13,13 +13,14 @@ import pytest
 import torch
 from conftest import DEMO_SPEC
 
+from seqrerank import distributed
 from seqrerank.data.dataset import SequenceData
 from seqrerank.data.prepare import prepare_dataset
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.methods.base import Recommender
 from seqrerank.pipeline import RerankCandidates, build_model, write_ground_truth
 from seqrerank.pipeline import train as train_method
-from seqrerank.training import TrainSettings, fit
+from seqrerank.training import TrainSettings, fit, mixed_precision, uses_bf16
 
 SMALL_LRUREC = {"hidden": 16, "blocks": 1, "dropout": 0.2, "max_len": 10}
 SETTINGS = TrainSettings(epochs=4, lr=2e-3, batch_size=64, patience=10, seed=7)
@@ -345,3 +346,61 @@ def test_bert4rec_interrupted_then_continued_under_a_longer_budget_equals_one_ru
     assert validate.calls == 1
     assert without_timing(continued.history) == without_timing(whole.history)
     assert same_weights(continued.weights, whole.weights)
+
+
+# --- device placement ---------------------------------------------------------------------------
+
+
+def test_batches_go_to_the_device_with_whatever_is_not_a_tensor_left_alone() -> None:
+    meta = torch.device("meta")  # a device every machine has: tensors with shapes, no data
+    batch = ([torch.zeros(2), "a prompt"], torch.ones(3, dtype=torch.long), {"ids": torch.zeros(1)})
+    moved = distributed.to_device(batch, meta)
+    assert moved[0][0].device == meta and moved[0][1] == "a prompt"
+    assert moved[1].device == meta and moved[1].dtype == torch.long
+    assert moved[2]["ids"].device == meta
+    assert isinstance(moved, tuple) and isinstance(moved[0], list)
+
+
+def test_the_model_is_placed_on_the_jobs_device_once(
+    tiny_data: SequenceData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = torch.device("meta")
+    monkeypatch.setattr(distributed, "device", lambda: meta)
+    model = new_model(tiny_data)
+    assert distributed.place(model) == meta
+    assert {p.device for p in [*model.parameters(), *model.buffers()]} == {meta}
+    moves = []
+    monkeypatch.setattr(model, "to", lambda *args: moves.append(args))
+    distributed.place(model)
+    assert moves == []  # already there (as an LLM its loader put on the GPU): left alone
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "allowed", "bf16"),
+    [
+        ("cuda", "bf16", True, True),
+        ("cuda", "fp32", True, False),
+        ("cuda", "bf16", False, False),
+        ("cpu", "bf16", True, False),
+    ],
+)
+def test_training_autocasts_to_bf16_only_on_a_gpu_where_allowed(
+    tiny_data: SequenceData, device: str, precision: str, allowed: bool, bf16: bool
+) -> None:
+    model = new_model(tiny_data)
+    model.mixed_precision = allowed
+    settings = replace(SETTINGS, precision=precision)
+    assert uses_bf16(model, settings, torch.device(device)) == bf16
+    before = torch.get_float32_matmul_precision()
+    try:
+        mixed_precision(model, settings, torch.device(device))
+        tf32 = torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert tf32 == (device == "cuda" and precision == "bf16")
+
+
+def test_training_on_a_cpu_runs_in_fp32(tiny_data: SequenceData) -> None:
+    autocast = mixed_precision(new_model(tiny_data), SETTINGS, torch.device("cpu"))
+    with autocast:
+        assert not torch.is_autocast_enabled("cpu")

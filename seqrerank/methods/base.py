@@ -24,6 +24,8 @@ class Recommender(nn.Module):
     """
 
     trainable = True
+    mixed_precision = True
+    """Whether training may run under bf16 autocast on a GPU (see :mod:`seqrerank.training`)."""
     score_batch_size = 512
     """Users per call of :meth:`score` or :meth:`score_candidates` in evaluation; in a job of
     several processes, the unit of work that its ranks share out."""

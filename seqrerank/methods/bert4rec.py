@@ -102,5 +102,7 @@ class BERT4Rec(Recommender):
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
         recent = histories[:, -(self.max_len - 1) :]
-        mask = torch.full((len(recent), 1), self.mask_token, dtype=recent.dtype)
+        mask = torch.full(
+            (len(recent), 1), self.mask_token, dtype=recent.dtype, device=recent.device
+        )
         return self.logits(self.encode(torch.cat([recent, mask], dim=1))[:, -1])

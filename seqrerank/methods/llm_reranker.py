@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from seqrerank.batching import index_batches
 from seqrerank.candidates import CandidateTraining
 from seqrerank.data.dataset import SequenceData, load_items
-from seqrerank.distributed import device
 from seqrerank.features import ItemFeatures
 from seqrerank.llm.loading import LoadSettings, load_with_lora
 from seqrerank.llm.prompts import Prompt, PromptBuilder
@@ -127,7 +126,8 @@ class LLMReranker(Recommender):
         for row, prompt in enumerate(prompts):
             ids[row, length - len(prompt.ids) :] = torch.tensor(prompt.ids)
             mask[row, length - len(prompt.ids) :] = 1
-        return {"input_ids": ids.to(device()), "attention_mask": mask.to(device())}
+        # The device its loader put the model on (seqrerank.llm.loading).
+        return {"input_ids": ids.to(self.llm.device), "attention_mask": mask.to(self.llm.device)}
 
     def label_logits(self, prompts: list[Prompt], pool_sizes: list[int]) -> torch.Tensor:
         """Logits [batch, max pool size] of the first labels at the token after each prompt;
@@ -174,7 +174,7 @@ class LLMReranker(Recommender):
         """The logit of each candidate's label at the answer position; -inf for padding and
         for candidates beyond ``max_candidates``."""
         scored = candidates[:, : self.max_candidates]
-        scores = torch.full(candidates.shape, float("-inf"))
+        scores = torch.full(candidates.shape, float("-inf"), device=candidates.device)
         for start in range(0, len(candidates), self.score_batch_size):
             rows = range(start, min(start + self.score_batch_size, len(candidates)))
             pools = [scored[row][scored[row] > 0].tolist() for row in rows]
@@ -185,7 +185,7 @@ class LLMReranker(Recommender):
             label_scores = self._label_scores(prompts, [len(pool) for pool in pools])
             for row, values in zip(rows, label_scores, strict=True):
                 columns = torch.nonzero(scored[row] > 0).squeeze(1)
-                scores[row, columns] = values
+                scores[row, columns] = values.to(scores.device)
         return scores
 
     def _label_scores(self, prompts: list[Prompt], pool_sizes: list[int]) -> list[torch.Tensor]:

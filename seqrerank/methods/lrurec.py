@@ -41,7 +41,8 @@ class LRULayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         lamb = torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))
-        real, imag = self.in_proj(x).chunk(2, dim=-1)
+        # The recurrence runs in complex64 also under bf16 autocast (there is no bf16 complex).
+        real, imag = self.in_proj(x).float().chunk(2, dim=-1)
         # Zeroing the left padding's inputs keeps it out of the state: no reset is needed.
         h = torch.complex(real, imag) * torch.exp(self.gamma_log) * mask.unsqueeze(-1)
         h = parallel_scan(h, lamb)

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from seqrerank.distributed import device
 from seqrerank.llm.prompts import Prompt
 from seqrerank.methods.llm_reranker import LLMReranker
 
@@ -82,8 +81,8 @@ class Qwen3VLReranker(LLMReranker):
         inputs = super().model_inputs(prompts)
         images = [self._pixels(item) for prompt in prompts for item in prompt.images]
         if images:
-            inputs["pixel_values"] = torch.cat([p for p, _ in images]).to(device())
-            inputs["image_grid_thw"] = torch.cat([g for _, g in images]).to(device())
+            inputs["pixel_values"] = torch.cat([p for p, _ in images]).to(self.llm.device)
+            inputs["image_grid_thw"] = torch.cat([g for _, g in images]).to(self.llm.device)
             is_image = inputs["input_ids"] == self.llm.config.image_token_id
             inputs["mm_token_type_ids"] = is_image.int()
         return inputs

@@ -91,5 +91,5 @@ class VBPR(Recommender):
         return -F.logsigmoid(difference).mean() + self.reg_weight * regularised / len(users)
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
-        items, bias = self.item_vectors(torch.arange(len(self.item_bias)))
+        items, bias = self.item_vectors(torch.arange(len(self.item_bias), device=users.device))
         return self.user_vectors(users) @ items.T + bias
