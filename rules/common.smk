@@ -5,6 +5,7 @@ from pathlib import Path
 
 from seqrerank import slurm
 from seqrerank.config import model_params, training_settings
+from seqrerank.data.dataset import DATASET_FILES, IMAGES_FOLDER, ITEM_TEXT_FILES
 from seqrerank.registry import FEATURE_SOURCES, MODALITIES, method_spec
 
 RUN = config["run"]
@@ -24,14 +25,7 @@ RERANK_CELL = "results/{dataset}/rerank/{reranker}/{mode}/{retriever}/seed{seed}
 FEATURES = "results/{dataset}/features/{feature}.pt"
 LOGS = "results/{dataset}/logs"
 BENCHMARKS = "results/{dataset}/benchmarks"
-# Keyed by input/output name ("items" is reserved by Snakemake).
-DATA_FILES = {
-    "train": "train.txt",
-    "val": "val.txt",
-    "test": "test.txt",
-    "item_table": "items.csv",
-    "stats": "stats.json",
-}
+IMAGES = f"{DATA}/{IMAGES_FOLDER}"
 
 
 def _one_of(names):
@@ -128,7 +122,11 @@ def container_image(env):
 
 
 def data_files(dataset):
-    return {key: f"results/{dataset}/data/{name}" for key, name in DATA_FILES.items()}
+    """The prepared dataset's files, by input/output name ("items" is reserved by Snakemake)."""
+    return {
+        "item_table" if role == "items" else role: f"results/{dataset}/data/{name}"
+        for role, name in DATASET_FILES.items()
+    }
 
 
 def raw_inputs(wildcards):
@@ -162,6 +160,11 @@ def dataset_modalities(dataset):
     return [modality for modality in MODALITIES if provided[modality]]
 
 
+def feature_images(wildcards):
+    """The images folder, for the image feature only (its content is what the feature reads)."""
+    return IMAGES.format(dataset=wildcards.dataset) if wildcards.feature == "image" else []
+
+
 def feature_files(dataset, method):
     """The feature files a method reads (its registry entry's features that the dataset
     provides), as named inputs ``<modality>_features``."""
@@ -178,10 +181,12 @@ def feature_files(dataset, method):
     return {f"{m}_features": FEATURES.format(dataset=dataset, feature=m) for m in chosen}
 
 
-def item_files(dataset, method):
-    """The generated item texts a method reads (registry ``item_files``), by file stem."""
-    names = method_spec(method).item_files
-    return {name.split(".")[0]: f"{DATA}/{name}".format(dataset=dataset) for name in names}
+def item_inputs(dataset, method):
+    """The generated item texts (``generated_<column>``) and the images folder a method reads."""
+    spec = method_spec(method)
+    texts = {f"generated_{c}": f"{DATA}/{ITEM_TEXT_FILES[c]}" for c in spec.item_texts}
+    images = {"images": IMAGES} if spec.images else {}
+    return {key: path.format(dataset=dataset) for key, path in {**texts, **images}.items()}
 
 
 def method_inputs(method_wildcard):
@@ -189,7 +194,7 @@ def method_inputs(method_wildcard):
 
     def inputs(wildcards):
         dataset, method = wildcards.dataset, getattr(wildcards, method_wildcard)
-        return {**feature_files(dataset, method), **item_files(dataset, method)}
+        return {**feature_files(dataset, method), **item_inputs(dataset, method)}
 
     return inputs
 def summary_settings(small):

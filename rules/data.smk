@@ -26,6 +26,7 @@ rule prepare_data:
         unpack(raw_inputs),
     output:
         **data_files("{dataset}"),
+        images=directory(IMAGES),
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
         raw_dir=RAW,

@@ -3,6 +3,7 @@ rule item_features:
     embeddings, attribute multi-hots), computed once and shared by every method and seed."""
     input:
         **data_files("{dataset}"),
+        images=feature_images,
     output:
         FEATURES,
     params:

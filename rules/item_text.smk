@@ -10,6 +10,7 @@ rule caption_items:
     """BLIP-2 captions of the item images: results/<dataset>/data/captions.csv."""
     input:
         **data_files("{dataset}"),
+        images=IMAGES,
     output:
         f"{DATA}/captions.csv",
     params:
@@ -35,6 +36,7 @@ rule summarise_items:
     for semantic_summaries_small.csv, by the smaller one."""
     input:
         **data_files("{dataset}"),
+        images=IMAGES,
     output:
         f"{DATA}/semantic_summaries{{small}}.csv",
     params:

@@ -95,11 +95,11 @@ def grid_benchmarks():
         for modality in dataset_modalities(cell["dataset"]):
             if modality in method_spec(method).features:
                 jobs.append((rules.item_features, {**cell, "feature": modality}))
-        for name in method_spec(method).item_files:  # the generated item texts it reads
-            if name == "captions.csv":
+        for column in method_spec(method).item_texts:  # the generated item texts it reads
+            if column == "caption":
                 jobs.append((rules.caption_items, cell))
             else:
-                small = name.removeprefix("semantic_summaries").removesuffix(".csv")
+                small = column.removeprefix("semantic_summary")
                 jobs.append((rules.summarise_items, {**cell, "small": small}))
         if cell["reranker"] == "none":
             jobs.append((rules.train_retriever, cell))

@@ -15,6 +15,7 @@ import torch
 
 from seqrerank.data.dataset import SequenceData
 from seqrerank.io import atomic_path
+from seqrerank.metrics import target_ranks
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,22 @@ def write_ranked_lists(path: str | Path, lists: list[RankedLists]) -> None:
     ]
     with atomic_path(path) as tmp:
         pd.concat(frames).to_csv(tmp, index=False)
+
+
+def write_ranks(path: str | Path, lists: list[RankedLists]) -> None:
+    """Per-user rank of the target (0 = not in the list), for significance tests."""
+    frame = pd.concat(
+        pd.DataFrame(
+            {
+                "split": part.split,
+                "user": part.users,
+                "rank": target_ranks(part.items, part.targets),
+            }
+        )
+        for part in lists
+    )
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def read_ranked_lists(path: str | Path) -> dict[str, RankedLists]:

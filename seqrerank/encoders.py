@@ -11,7 +11,6 @@ libraries (open_clip, sentence-transformers) are imported only when a feature is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -23,13 +22,13 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from seqrerank import distributed
 from seqrerank.console import progress
-from seqrerank.data.dataset import load_items
+from seqrerank.data.dataset import DatasetFiles, as_dataset_files, load_items
+from seqrerank.data.images import ItemImages
 from seqrerank.features import FeatureError, ItemFeatures, read_feature_file
-from seqrerank.io import atomic_path
+from seqrerank.io import atomic_path, content_digest
 from seqrerank.registry import FEATURE_SOURCES, MODALITIES
 
 log = logging.getLogger("seqrerank.encoders")
@@ -62,23 +61,28 @@ class FeatureSettings:
 
 
 def build_item_features(
-    modality: str, data_dir: str | Path, settings: FeatureSettings, out_path: str | Path
+    modality: str,
+    dataset: DatasetFiles | str | Path,
+    settings: FeatureSettings,
+    out_path: str | Path,
 ) -> ItemFeatures:
     """Compute the ``modality`` feature of a prepared dataset into ``out_path``, or reuse the
-    file there when it was computed from the same items, images and encoder."""
+    file there when it was computed from the same items, images and encoder. The image feature
+    reads the images folder of ``dataset``."""
     if modality not in ENCODERS:
         raise FeatureError(f"unknown item feature {modality!r}; expected one of {MODALITIES}")
-    data_dir, out_path = Path(data_dir), Path(out_path)
-    items = load_items(data_dir)
+    dataset, out_path = as_dataset_files(dataset), Path(out_path)
+    items = load_items(dataset)
     encoder = settings.encoder(modality)
-    fingerprint = _fingerprint(modality, encoder, data_dir, items)
+    read = [dataset.items, *([dataset.images] if modality == "image" else [])]
+    fingerprint = content_digest(read) + json.dumps([modality, encoder], sort_keys=True)
     if out_path.exists():
         saved = read_feature_file(out_path)
         if saved["fingerprint"] == fingerprint:
             log.info("reusing %s: computed from the same items and encoder", out_path)
             return ItemFeatures.from_saved(saved)
         log.info("recomputing %s: its items or encoder changed", out_path)
-    values, present = ENCODERS[modality](items, data_dir, settings)
+    values, present = ENCODERS[modality](items, dataset, settings)
     # Row 0 is the padding item; the encoders leave zeros in the rows of items without it.
     values = torch.cat([torch.zeros(1, values.shape[1]), values.float()])
     present = torch.cat([torch.zeros(1, dtype=torch.bool), present])
@@ -102,36 +106,24 @@ def build_item_features(
     return ItemFeatures.from_saved(saved)
 
 
-def _fingerprint(
-    modality: str, encoder: dict[str, Any], data_dir: Path, items: pd.DataFrame
-) -> str:
-    digest = hashlib.sha256(json.dumps([modality, encoder], sort_keys=True).encode())
-    digest.update((data_dir / "items.csv").read_bytes())
-    if modality == "image":
-        for image in items["image"]:
-            if image:
-                digest.update((data_dir / image).read_bytes())
-    return digest.hexdigest()
-
-
 # --- Encoders: items -> (values [num_items, dim], present [num_items]) -------------------------
 
 
 def image_embeddings(
-    items: pd.DataFrame, data_dir: Path, settings: FeatureSettings
+    items: pd.DataFrame, dataset: DatasetFiles, settings: FeatureSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
     present = torch.tensor((items["image"] != "").to_numpy())
     if not present.any():
         raise FeatureError(
-            f"{data_dir / 'items.csv'}: no item has an image; prepare the dataset with "
+            f"{dataset.items}: no item has an image; prepare the dataset with "
             f"{FEATURE_SOURCES['image']}"
         )
     model, preprocess, _ = load_clip(settings)
-    paths = [data_dir / image for image in items["image"][present.numpy()]]
+    images = ItemImages(dataset.images, items)
+    paths = list(items.index[present.numpy()])
 
-    def load(path: Path) -> torch.Tensor:
-        with Image.open(path) as image:
-            return preprocess(image.convert("RGB"))
+    def load(item: int) -> torch.Tensor:
+        return preprocess(images(item))
 
     # Each batch's images are decoded and transformed in parallel (PIL releases the GIL).
     with ThreadPoolExecutor(settings.workers) as pool:
@@ -146,12 +138,12 @@ def image_embeddings(
 
 
 def text_embeddings(
-    items: pd.DataFrame, data_dir: Path, settings: FeatureSettings
+    items: pd.DataFrame, dataset: DatasetFiles, settings: FeatureSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
     present = torch.tensor((items["text"] != "").to_numpy())
     if not present.any():
         raise FeatureError(
-            f"{data_dir / 'items.csv'}: no item has text; prepare the dataset from metadata "
+            f"{dataset.items}: no item has text; prepare the dataset from metadata "
             f"with titles ({FEATURE_SOURCES['text']})"
         )
     texts = items["text"][present.numpy()].tolist()
@@ -173,12 +165,12 @@ def text_embeddings(
 
 
 def attribute_multi_hot(
-    items: pd.DataFrame, data_dir: Path, settings: FeatureSettings
+    items: pd.DataFrame, dataset: DatasetFiles, settings: FeatureSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One column per attribute id that occurs; raw 0/1 values (no normalisation)."""
     if "attributes" not in items.columns:
         raise FeatureError(
-            f"{data_dir / 'items.csv'} has no attributes column; give the dataset "
+            f"{dataset.items} has no attributes column; give the dataset "
             f"{FEATURE_SOURCES['attributes']}"
         )
     per_item = [[int(a) for a in text.split()] for text in items["attributes"]]

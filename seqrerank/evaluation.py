@@ -97,3 +97,16 @@ def rerank(
 
 def evaluate(lists: RankedLists) -> dict[str, float]:
     return metrics_from_ranks(target_ranks(lists.items, lists.targets))
+
+
+def cell_metrics(lists: RankedLists) -> dict:
+    """Metrics over all users (a target missing from the list is a miss), and over the users
+    whose target is in the list (``conditional``), which isolates the reranker's own quality."""
+    ranks = target_ranks(lists.items, lists.targets)
+    found = ranks > 0
+    return {
+        **metrics_from_ranks(ranks),
+        "users": len(ranks),
+        "target_in_list": int(found.sum()),
+        "conditional": metrics_from_ranks(ranks[found]),
+    }

@@ -1,7 +1,9 @@
 """The workflow's steps as plain functions: each workflow script unpacks Snakemake's inputs,
 outputs and params and calls one of these, so every step also runs (and is tested) without
-Snakemake. The reranker steps also run in several processes (:func:`seqrerank.distributed.launch`):
-then every rank computes and rank 0 writes the outputs."""
+Snakemake. A step is handed exactly the files its rule declares (:class:`DatasetFiles`, feature
+files by modality, candidate lists) and reads nothing else. The reranker steps also run in
+several processes (:func:`seqrerank.distributed.launch`): then every rank computes and rank 0
+writes the outputs."""
 
 from __future__ import annotations
 
@@ -13,64 +15,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from seqrerank import distributed
 from seqrerank.candidates import (
     CandidateTraining,
-    RankedLists,
     read_ranked_lists,
     sample_ground_truth,
     write_ranked_lists,
+    write_ranks,
 )
 from seqrerank.data.dataset import (
     EVAL_SPLITS,
     SPLITS,
+    DatasetFiles,
     SequenceData,
-    dataset_files,
+    as_dataset_files,
+    load_items,
     load_sequences,
 )
-from seqrerank.evaluation import evaluate, rerank, retrieve
+from seqrerank.data.images import ItemImages
+from seqrerank.evaluation import cell_metrics, evaluate, rerank, retrieve
 from seqrerank.features import load_feature_files
-from seqrerank.io import atomic_path, content_digest, write_json
-from seqrerank.methods.base import Recommender, check_params
-from seqrerank.metrics import format_metrics_table, metrics_from_ranks, target_ranks
-from seqrerank.registry import load_method, method_spec
-from seqrerank.training import TrainSettings, fit, seed_everything
+from seqrerank.io import content_digest, write_json
+from seqrerank.methods.base import Recommender
+from seqrerank.metrics import format_metrics_table
+from seqrerank.model_files import build_model, load_model, save_model
+from seqrerank.registry import method_spec
+from seqrerank.training import TrainSettings, fit
 
 log = logging.getLogger("seqrerank")
-
-
-def build_model(
-    method: str,
-    data: SequenceData,
-    data_dir: Path,
-    params: dict[str, Any],
-    seed: int,
-    features: Mapping[str, Path] | None = None,
-) -> Recommender:
-    """``features``: the item feature files (by modality) of the method's registry entry."""
-    cls = load_method(method)
-    check_params(cls, params, where=f"config methods.{method}.model")
-    loaded = load_feature_files(features or {}, data.num_items)
-    seed_everything(seed)
-    return cls.from_data(data, Path(data_dir), features=loaded, **params)
-
-
-def save_model(model: Recommender, method: str, params: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        weights = {name: value.cpu() for name, value in model.state_dict().items()}
-        torch.save({"method": method, "params": params, "state_dict": weights}, tmp)
-
-
-def load_model(
-    path: Path, data: SequenceData, data_dir: Path, features: Mapping[str, Path] | None = None
-) -> Recommender:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(saved["method"], data, data_dir, saved["params"], seed=0, features=features)
-    model.load_state_dict(saved["state_dict"])
-    return model.eval()
 
 
 def use_threads(threads: int | None) -> None:
@@ -90,26 +64,44 @@ class RerankCandidates:
     top_k: int
 
 
+def method_inputs(
+    dataset: DatasetFiles, data: SequenceData, features: Mapping[str, Path] | None
+) -> dict[str, Any]:
+    """What a method may read beside the sequences, loaded: the item table (with the generated
+    texts the dataset files name), the item features, and the images when their folder is
+    given."""
+    items = load_items(dataset)
+    images = ItemImages(dataset.images, items) if dataset.images else None
+    return {
+        "items": items,
+        "features": load_feature_files(features or {}, data.num_items),
+        "images": images,
+    }
+
+
 def train(
     method: str,
-    data_dir: Path,
-    params: dict[str, Any],
+    dataset: DatasetFiles | str | Path,
+    params: Mapping[str, Any],
     settings: TrainSettings,
     checkpoint_dir: Path,
     features: Mapping[str, Path] | None = None,
     candidates: RerankCandidates | None = None,
 ) -> tuple[Recommender, SequenceData, list[dict]]:
     """Build and train a method on a prepared dataset. It validates by full ranking on val, or,
-    when it trains on ``candidates``, by reranking the val candidates."""
-    data = load_sequences(data_dir)
-    model = build_model(method, data, data_dir, params, settings.seed, features)
+    when it trains on ``candidates``, by reranking the val candidates. A checkpoint is resumed
+    only for the same content of everything read here, the same parameters and settings."""
+    dataset = as_dataset_files(dataset)
+    data = load_sequences(dataset)
+    inputs = method_inputs(dataset, data, features)
+    model = build_model(method, data, params, settings.seed, **inputs)
     history: list[dict] = []
     if not model.trainable:
         return model, data, history
-    read = [*dataset_files(data_dir), *(features or {}).values()]
+    read = [*dataset.all(), *(features or {}).values()]
     if candidates is not None:
         read += [candidates.training, candidates.validation]
-    inputs = json.dumps([method, params, content_digest(read)], sort_keys=True)
+    identity = json.dumps([method, dict(params), content_digest(read)], sort_keys=True)
     if method_spec(method).trains_on == "candidates":
         if candidates is None:
             raise ValueError(f"{method} trains on candidate lists, but none were given")
@@ -120,14 +112,14 @@ def train(
     else:
         examples = data
         validate = lambda m: evaluate(retrieve(m, data, "val", top_k=20))  # noqa: E731
-    history = fit(model, examples, settings, checkpoint_dir, validate, inputs)
+    history = fit(model, examples, settings, checkpoint_dir, validate, identity)
     return model, data, history
 
 
 def run_retriever(
     method: str,
-    data_dir: Path,
-    params: dict[str, Any],
+    dataset: DatasetFiles,
+    params: Mapping[str, Any],
     settings: TrainSettings,
     top_k: int,
     *,
@@ -143,7 +135,7 @@ def run_retriever(
     """Stage 1: train, then export the top-``top_k`` candidates of every user for the train,
     val and test tasks, with the val/test metrics."""
     use_threads(threads)
-    model, data, history = train(method, data_dir, params, settings, checkpoint_dir, features)
+    model, data, history = train(method, dataset, params, settings, checkpoint_dir, features)
     lists = [retrieve(model, data, split, top_k) for split in SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists if part.split in EVAL_SPLITS}
     save_model(model, method, params, model_path)
@@ -157,8 +149,8 @@ def run_retriever(
 
 def run_reranker_training(
     method: str,
-    data_dir: Path,
-    params: dict[str, Any],
+    dataset: DatasetFiles,
+    params: Mapping[str, Any],
     settings: TrainSettings,
     *,
     model_path: Path,
@@ -170,22 +162,24 @@ def run_reranker_training(
 ) -> None:
     use_threads(threads)
     model, _, history = train(
-        method, data_dir, params, settings, checkpoint_dir, features, candidates
+        method, dataset, params, settings, checkpoint_dir, features, candidates
     )
     if distributed.is_main():
         save_model(model, method, params, model_path)
         write_json(history_path, history)
 
 
-def write_ground_truth(data_dir: Path, num_negatives: int, seed: int, out_path: Path) -> None:
-    data = load_sequences(data_dir)
+def write_ground_truth(
+    dataset: DatasetFiles | str | Path, num_negatives: int, seed: int, out_path: Path
+) -> None:
+    data = load_sequences(dataset)
     write_ranked_lists(
         out_path, [sample_ground_truth(data, split, num_negatives, seed) for split in SPLITS]
     )
 
 
 def run_rerank(
-    data_dir: Path,
+    dataset: DatasetFiles,
     model_path: Path,
     candidates_path: Path,
     top_k: int,
@@ -199,8 +193,8 @@ def run_rerank(
 ) -> dict:
     """Stage 2: rerank the first ``top_k`` candidates of every val/test user."""
     use_threads(threads)
-    data = load_sequences(data_dir)
-    model = load_model(model_path, data, data_dir, features)
+    data = load_sequences(dataset)
+    model = load_model(model_path, data, **method_inputs(dataset, data, features))
     candidates = read_ranked_lists(candidates_path)
     lists = [rerank(model, data, candidates[split].head(top_k)) for split in EVAL_SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists}
@@ -210,35 +204,6 @@ def run_rerank(
         write_json(metrics_path, metrics)
         log_metrics(label, metrics)
     return metrics
-
-
-def cell_metrics(lists: RankedLists) -> dict:
-    """Metrics over all users (a target missing from the list is a miss), and over the users
-    whose target is in the list (``conditional``), which isolates the reranker's own quality."""
-    ranks = target_ranks(lists.items, lists.targets)
-    found = ranks > 0
-    return {
-        **metrics_from_ranks(ranks),
-        "users": len(ranks),
-        "target_in_list": int(found.sum()),
-        "conditional": metrics_from_ranks(ranks[found]),
-    }
-
-
-def write_ranks(path: Path, lists: list[RankedLists]) -> None:
-    """Per-user rank of the target (0 = not in the list), for significance tests."""
-    frame = pd.concat(
-        pd.DataFrame(
-            {
-                "split": part.split,
-                "user": part.users,
-                "rank": target_ranks(part.items, part.targets),
-            }
-        )
-        for part in lists
-    )
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def log_metrics(label: str, metrics: dict) -> None:

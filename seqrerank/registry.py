@@ -28,9 +28,11 @@ class MethodSpec:
     env: str = "retrieval"
     """The software its jobs run in: the conda env ``envs/<env>.yaml`` and the Apptainer image
     ``containers/<env>.def`` built from it."""
-    item_files: tuple[str, ...] = ()
-    """Files of the dataset's data folder that the method reads beside the standard ones (item
-    texts written by data rules), so the workflow produces them first."""
+    item_texts: tuple[str, ...] = ()
+    """Generated item texts the method reads (item-table columns that data rules write, see
+    ``seqrerank.data.dataset.ITEM_TEXT_FILES``), so the workflow produces them first."""
+    images: bool = False
+    """Whether the method shows the item images themselves (given through ``from_data``)."""
 
 
 # Item features, and the dataset setting that provides each (for error messages).
@@ -54,25 +56,25 @@ RERANKERS: dict[str, MethodSpec] = {
     "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
     "qwen": MethodSpec("seqrerank.methods.qwen:Qwen", trains_on="candidates", env="llm"),
     "qwen3vl_raw_image": MethodSpec(
-        "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates", env="llm"
+        "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates", env="llm", images=True
     ),
     "qwen3vl_caption": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLCaption",
         trains_on="candidates",
         env="llm",
-        item_files=("captions.csv",),
+        item_texts=("caption",),
     ),
     "qwen3vl_semantic_summary": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummary",
         trains_on="candidates",
         env="llm",
-        item_files=("semantic_summaries.csv",),
+        item_texts=("semantic_summary",),
     ),
     "qwen3vl_semantic_summary_small": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLSemanticSummarySmall",
         trains_on="candidates",
         env="llm",
-        item_files=("semantic_summaries_small.csv",),
+        item_texts=("semantic_summary_small",),
     ),
     "vip5": MethodSpec(
         "seqrerank.methods.vip5:VIP5", trains_on="candidates", features=("image",), env="vip5"

@@ -79,9 +79,13 @@ def _fingerprint(model: Recommender, settings: TrainSettings, inputs: str) -> st
 
 
 def _source_digest(cls: type[Recommender]) -> str:
-    """The code of a method: the files of its class and of the recommender classes it inherits
-    from (an edited model file must not resume a checkpoint of the old code)."""
-    files = {inspect.getsourcefile(c) for c in cls.__mro__ if issubclass(c, Recommender)}
+    """The code of a method: the files of its class and of the classes it inherits from down to
+    the interface (an edited model file must not resume a checkpoint of the old code)."""
+    files = {
+        inspect.getsourcefile(c)
+        for c in cls.__mro__
+        if issubclass(c, Recommender) and c is not Recommender
+    }
     return content_digest(sorted(f for f in files if f))
 
 

@@ -22,10 +22,13 @@ import pytest
 import torch
 import yaml
 
-from seqrerank.data.dataset import SequenceData, load_sequences
+from seqrerank.data.dataset import SequenceData, as_dataset_files, load_sequences
 from seqrerank.data.prepare import prepare_dataset
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.features import ItemFeatures, load_feature_files
+from seqrerank.methods.base import Recommender
+from seqrerank.model_files import build_model, load_model
+from seqrerank.pipeline import method_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = yaml.safe_load((REPO / "config/demo.yaml").read_text())
@@ -68,6 +71,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slurm"):
             item.add_marker(skip)
+
+
+def build(
+    method: str,
+    data: SequenceData,
+    data_dir: Path,
+    params: dict,
+    seed: int = 0,
+    features: dict[str, Path] | None = None,
+) -> Recommender:
+    """A fresh model of ``method`` for ``data``, given the item table, images and feature files
+    of the prepared dataset in ``data_dir`` as the workflow gives them."""
+    inputs = method_inputs(as_dataset_files(data_dir), data, features)
+    return build_model(method, data, params, seed, **inputs)
+
+
+def load(
+    path: Path, data: SequenceData, data_dir: Path, features: dict[str, Path] | None = None
+) -> Recommender:
+    """The model saved in ``path``, rebuilt for the prepared dataset in ``data_dir``."""
+    return load_model(path, data, **method_inputs(as_dataset_files(data_dir), data, features))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_snakemake
+from conftest import build, run_snakemake
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from test_slurm import slurm_test_profile
@@ -31,7 +31,7 @@ from seqrerank.candidates import (
     sample_ground_truth,
     write_ranked_lists,
 )
-from seqrerank.data.dataset import SPLITS, SequenceData
+from seqrerank.data.dataset import SPLITS, DatasetFiles, SequenceData
 from seqrerank.evaluation import evaluate, rerank
 from seqrerank.pipeline import RerankCandidates, run_rerank, run_reranker_training
 from seqrerank.training import TrainSettings
@@ -67,7 +67,7 @@ def cell(demo_dir: Path, candidates: Path, out: Path) -> tuple[dict, dict]:
     """The keyword arguments of the cell's training and scoring steps, writing under ``out``."""
     training = dict(
         method="qwen",
-        data_dir=demo_dir,
+        dataset=DatasetFiles.in_folder(demo_dir),
         params=PARAMS,
         settings=SETTINGS,
         model_path=out / "model.pt",
@@ -76,7 +76,7 @@ def cell(demo_dir: Path, candidates: Path, out: Path) -> tuple[dict, dict]:
         candidates=RerankCandidates(candidates, candidates, TOP_K),
     )
     scoring = dict(
-        data_dir=demo_dir,
+        dataset=DatasetFiles.in_folder(demo_dir),
         model_path=out / "model.pt",
         candidates_path=candidates,
         top_k=TOP_K,
@@ -174,7 +174,7 @@ def test_tensor_parallel_size_needs_the_vllm_backend(
     demo_data: SequenceData, demo_dir: Path
 ) -> None:
     with pytest.raises(ValueError, match="tensor_parallel_size is vLLM's"):
-        pipeline.build_model("qwen", demo_data, demo_dir, {**PARAMS, "tensor_parallel_size": 2}, 0)
+        build("qwen", demo_data, demo_dir, {**PARAMS, "tensor_parallel_size": 2}, 0)
 
 
 @pytest.mark.skipif(
@@ -186,7 +186,7 @@ def test_vllm_on_two_gpus_ranks_like_transformers(demo_data: SequenceData, demo_
     ranked = {}
     for backend, gpus in (("transformers", 1), ("vllm", 2)):
         params = {**PARAMS, "backend": backend, "tensor_parallel_size": gpus}
-        model = pipeline.build_model("qwen", demo_data, demo_dir, params, seed=0)
+        model = build("qwen", demo_data, demo_dir, params, seed=0)
         ranked[backend] = rerank(model, demo_data, lists).items
     np.testing.assert_array_equal(ranked["transformers"], ranked["vllm"])
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from seqrerank.data.dataset import load_items
+from seqrerank.data.images import ItemImages
 from seqrerank.data.item_text import (
     CaptionSettings,
     Item,
@@ -114,9 +115,10 @@ def test_a_failing_batch_falls_back_to_one_item_at_a_time_and_says_so(
 
 @pytest.mark.parametrize("preload_all", [False, True])
 def test_prefetched_images_come_batch_by_batch_in_order(few_items: Path, preload_all) -> None:
-    items = [Item(i, "", few_items / f"images/{i}.png") for i in range(1, 11)]
+    items = [Item(i, "") for i in range(1, 11)]
     batches = [items[:4], items[4:8], items[8:]]
-    loaded = list(prefetched_images(batches, workers=3, preload_all=preload_all))
+    images = ItemImages(few_items / "images", load_items(few_items))
+    loaded = list(prefetched_images(batches, images, workers=3, preload_all=preload_all))
     assert [len(images) for images in loaded] == [4, 4, 2]
     assert all(image.mode == "RGB" for images in loaded for image in images)
 

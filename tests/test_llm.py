@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import build, load
 
 from seqrerank.candidates import CandidateTraining, RankedLists, sample_ground_truth
 from seqrerank.data.dataset import SequenceData
@@ -19,7 +20,7 @@ from seqrerank.evaluation import evaluate, rerank
 from seqrerank.llm.prompts import label_names
 from seqrerank.llm.tiny import qwen_tokenizer
 from seqrerank.methods.llm_reranker import LLMReranker
-from seqrerank.pipeline import build_model, load_model, save_model
+from seqrerank.model_files import save_model
 from seqrerank.training import TrainSettings, fit
 
 TINY = {"model_name": "tiny", "max_history": 5, "max_item_tokens": 8, "score_batch_size": 16}
@@ -51,7 +52,7 @@ def demo_with_texts(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def qwen(demo_data: SequenceData, demo_dir: Path) -> LLMReranker:
-    return build_model("qwen", demo_data, demo_dir, {**TINY, "max_candidates": 60}, seed=0)
+    return build("qwen", demo_data, demo_dir, {**TINY, "max_candidates": 60}, seed=0)
 
 
 def full_forward_label_logits(model: LLMReranker, text: str, count: int) -> torch.Tensor:
@@ -125,7 +126,7 @@ def test_more_than_26_candidates_are_ranked_by_their_label_logits(
 def test_candidates_beyond_max_candidates_keep_their_order_below_the_scored_ones(
     demo_data: SequenceData, demo_dir: Path
 ) -> None:
-    model = build_model("qwen", demo_data, demo_dir, {**TINY, "max_candidates": 4}, seed=0)
+    model = build("qwen", demo_data, demo_dir, {**TINY, "max_candidates": 4}, seed=0)
     candidates = torch.tensor([[5, 6, 7, 8, 9, 10, 0]])
     histories = torch.as_tensor(demo_data.inputs("val")[0][-5:])[None]
     with torch.inference_mode():
@@ -144,7 +145,7 @@ def test_lora_steps_lower_the_answer_loss_and_touch_only_the_adapter(
     answer labels down from log(20) (uniform over the pool of 20): the verbalizer loss reaches
     the adapter, and nothing else moves. (A random tiny model does not learn the demo's
     sequential signal in a test-sized budget, so validation NDCG is not asserted here.)"""
-    model = build_model("qwen", demo_data, demo_dir, {**TINY, "max_candidates": 20}, seed=0)
+    model = build("qwen", demo_data, demo_dir, {**TINY, "max_candidates": 20}, seed=0)
     train = CandidateTraining(demo_data, sample_ground_truth(demo_data, "train", 19, seed=42))
     batch = next(model.training_batches(train, 16, torch.Generator().manual_seed(0)))
     frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -169,7 +170,7 @@ def test_fit_trains_on_candidates_and_validates_by_reranking(
     """The shared loop with a candidate-trained reranker: one epoch on 64 users, validation
     on every user's val candidates, the best adapter kept and resumable."""
     params = {**TINY, "max_candidates": 20, "train_users_per_epoch": 64}
-    model = build_model("qwen", demo_data, demo_dir, params, seed=0)
+    model = build("qwen", demo_data, demo_dir, params, seed=0)
     train = CandidateTraining(demo_data, sample_ground_truth(demo_data, "train", 19, seed=42))
     val = sample_ground_truth(demo_data, "val", 19, seed=42)
     settings = TrainSettings(epochs=1, lr=1e-3, batch_size=16, patience=1, seed=0)
@@ -195,7 +196,7 @@ def test_only_the_adapter_trains_and_is_saved(
     path = tmp_path / "model.pt"
     save_model(qwen, "qwen", {**TINY, "max_candidates": 60}, path)
     assert path.stat().st_size < 1_000_000  # the 10M-parameter base model is not in it
-    reloaded = load_model(path, demo_data, demo_dir)
+    reloaded = load(path, demo_data, demo_dir)
     assert all(torch.equal(value, reloaded.state_dict()[name]) for name, value in state.items())
 
 
@@ -219,7 +220,7 @@ def test_training_examples_hold_the_target_once_at_a_shuffled_position(
 @pytest.fixture(scope="module", params=VISION_MODES)
 def vision_model(request, demo_data: SequenceData, demo_with_texts: Path) -> LLMReranker:
     params = {**TINY, "max_item_tokens": 32}
-    return build_model(f"qwen3vl_{request.param}", demo_data, demo_with_texts, params, seed=0)
+    return build(f"qwen3vl_{request.param}", demo_data, demo_with_texts, params, seed=0)
 
 
 def test_each_qwen3vl_mode_builds_its_own_prompt(
@@ -249,7 +250,7 @@ def test_a_text_mode_without_its_item_texts_says_which_rule_makes_them(
     demo_data: SequenceData, demo_dir: Path
 ) -> None:
     with pytest.raises(ValueError, match="no 'caption' column.*data rules"):
-        build_model("qwen3vl_caption", demo_data, demo_dir, TINY, seed=0)
+        build("qwen3vl_caption", demo_data, demo_dir, TINY, seed=0)
 
 
 def test_vision_batches_pad_on_the_left_and_score_like_single_prompts(
@@ -278,7 +279,7 @@ def test_validation_while_training_scores_with_transformers(
     adapter still trains. Once training starts, scoring stays with transformers (here vLLM
     is not even installed, and nothing asks for it)."""
     params = {**TINY, "max_candidates": 20, "backend": "vllm"}
-    model = build_model("qwen", demo_data, demo_dir, params, seed=0)
+    model = build("qwen", demo_data, demo_dir, params, seed=0)
     train = CandidateTraining(demo_data, sample_ground_truth(demo_data, "train", 19, seed=42))
     next(model.training_batches(train, 4, torch.Generator().manual_seed(0)))
     val = sample_ground_truth(demo_data, "val", 19, seed=42)
@@ -296,6 +297,6 @@ def test_vllm_and_transformers_backends_rank_alike(demo_data: SequenceData, demo
     )
     ranked = {}
     for backend in ("transformers", "vllm"):
-        model = build_model("qwen", demo_data, demo_dir, {**TINY, "backend": backend}, seed=0)
+        model = build("qwen", demo_data, demo_dir, {**TINY, "backend": backend}, seed=0)
         ranked[backend] = rerank(model, demo_data, lists).items
     np.testing.assert_array_equal(ranked["transformers"], ranked["vllm"])

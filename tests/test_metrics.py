@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from seqrerank.candidates import RankedLists
+from seqrerank.evaluation import cell_metrics
 from seqrerank.metrics import (
     METRIC_COLUMNS,
     format_metrics_table,
@@ -15,7 +16,6 @@ from seqrerank.metrics import (
     per_user_metrics,
     target_ranks,
 )
-from seqrerank.pipeline import cell_metrics
 
 # Six users: targets at ranks 1, 3, 7, 15 and 25, and one not in the list at all.
 RANKS = np.array([1, 3, 0, 7, 15, 25])

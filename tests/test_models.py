@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build
 
 from seqrerank.batching import length_bucketed_batches
 from seqrerank.candidates import sample_ground_truth
@@ -18,7 +19,7 @@ from seqrerank.evaluation import evaluate, rerank, retrieve
 from seqrerank.methods.bert4rec import BERT4Rec
 from seqrerank.methods.lrurec import LRURec
 from seqrerank.methods.popularity import Popularity
-from seqrerank.pipeline import build_model, train
+from seqrerank.pipeline import train
 from seqrerank.training import TrainSettings
 
 # config/demo.yaml's model and training settings.
@@ -178,7 +179,7 @@ def test_bert4rec_masks_at_least_one_item_of_every_sequence(demo_data: SequenceD
 def test_popularity_counts_only_training_interactions(
     held_out_data: SequenceData, tmp_path: Path
 ) -> None:
-    model = Popularity.from_data(held_out_data, tmp_path)
+    model = Popularity.from_data(held_out_data)
     assert model.counts[held_out_ids(held_out_data)].sum() == 0
     assert model.counts.sum() == sum(len(seq) for seq in held_out_data.train)
 
@@ -195,7 +196,7 @@ def test_lrurec_beats_popularity_after_two_epochs(
 ) -> None:
     settings = TrainSettings(epochs=2, lr=2e-3, batch_size=64, patience=3, seed=42)
     lrurec, data, history = train("lrurec", demo_dir, LRUREC_DEMO, settings, tmp_path)
-    popularity = build_model("popularity", demo_data, demo_dir, {}, seed=42)
+    popularity = build("popularity", demo_data, demo_dir, {}, seed=42)
     assert len(history) == 2
     assert val_ndcg10(lrurec, data) > val_ndcg10(popularity, demo_data) + 0.2
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEMO_CONFIG, TINY_CLIP, UNRESOLVABLE_URL, serving
+from conftest import DEMO_CONFIG, TINY_CLIP, UNRESOLVABLE_URL, build, serving
 from PIL import Image
 
 from seqrerank import encoders
@@ -28,7 +28,6 @@ from seqrerank.graph import interaction_batches, training_pairs
 from seqrerank.methods.bm3 import BM3
 from seqrerank.methods.mmgcn import MMGCN
 from seqrerank.methods.vbpr import VBPR
-from seqrerank.pipeline import build_model
 from seqrerank.registry import load_method
 from seqrerank.training import TrainSettings, fit
 
@@ -134,10 +133,10 @@ def test_a_missing_feature_names_the_setting_that_provides_it(tmp_path: Path) ->
         build_item_features("attributes", tmp_path / "d", TINY_CLIP, tmp_path / "a.pt")
     data = SequenceData(3, [np.array([1])] * 2, np.array([2, 3]), np.array([3, 1]))
     with pytest.raises(FeatureError, match="VBPR needs item features.*use_image: true"):
-        build_model("vbpr", data, tmp_path / "d", {}, seed=0)
+        build("vbpr", data, tmp_path / "d", {}, seed=0)
     with pytest.raises(FeatureError, match=r"image\.pt does not exist.*item_features rule"):
         missing = {"image": tmp_path / "image.pt"}
-        build_model("vbpr", data, tmp_path / "d", {}, seed=0, features=missing)
+        build("vbpr", data, tmp_path / "d", {}, seed=0, features=missing)
 
 
 def test_sentence_encoder_text_features(tmp_path: Path) -> None:
@@ -314,11 +313,11 @@ def test_multimodal_retriever_beats_popularity(
     tmp_path: Path,
 ) -> None:
     settings = TrainSettings(epochs=epochs, **DEMO_TRAINING)
-    model = build_model(method, demo_data, demo_dir, {}, 42, demo_feature_files)
+    model = build(method, demo_data, demo_dir, {}, 42, demo_feature_files)
     history = fit(
         model, demo_data, settings, tmp_path, lambda m: {"ndcg@10": val_ndcg10(m, demo_data)}
     )
-    popularity = build_model("popularity", demo_data, demo_dir, {}, seed=42)
+    popularity = build("popularity", demo_data, demo_dir, {}, seed=42)
     assert len(history) == epochs
     assert val_ndcg10(model, demo_data) > val_ndcg10(popularity, demo_data) + 0.02
 

@@ -18,7 +18,8 @@ from seqrerank.data.dataset import SequenceData
 from seqrerank.data.prepare import prepare_dataset
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.methods.base import Recommender
-from seqrerank.pipeline import RerankCandidates, build_model, write_ground_truth
+from seqrerank.model_files import build_model
+from seqrerank.pipeline import RerankCandidates, write_ground_truth
 from seqrerank.pipeline import train as train_method
 from seqrerank.training import TrainSettings, fit, mixed_precision, uses_bf16
 
@@ -39,7 +40,7 @@ def tiny_data() -> SequenceData:
 
 
 def new_model(data: SequenceData, seed: int = SETTINGS.seed) -> Recommender:
-    return build_model("lrurec", data, Path("."), SMALL_LRUREC, seed)
+    return build_model("lrurec", data, SMALL_LRUREC, seed)
 
 
 def weights(model: Recommender) -> dict[str, torch.Tensor]:
@@ -333,7 +334,7 @@ def test_bert4rec_interrupted_then_continued_under_a_longer_budget_equals_one_ru
     under a longer budget, ends exactly where one uninterrupted run does."""
 
     def train(checkpoints: Path, validate: Callable, epochs: int) -> Run:
-        model = build_model("bert4rec", demo_data, Path("."), SMALL_BERT4REC, SETTINGS.seed)
+        model = build_model("bert4rec", demo_data, SMALL_BERT4REC, SETTINGS.seed)
         history = fit(model, demo_data, replace(SETTINGS, epochs=epochs), checkpoints, validate)
         return Run(history, weights(model))
 

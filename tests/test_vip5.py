@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build
 
 from seqrerank.candidates import CandidateTraining, sample_ground_truth
 from seqrerank.data.dataset import SequenceData
 from seqrerank.evaluation import evaluate, rerank
 from seqrerank.features import FeatureError
 from seqrerank.methods.vip5 import VIP5
-from seqrerank.pipeline import build_model, save_model
+from seqrerank.model_files import save_model
 from seqrerank.training import TrainSettings, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def image(demo_feature_files: dict) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def vip5(demo_data: SequenceData, demo_dir: Path, image: dict) -> VIP5:
-    model = build_model("vip5", demo_data, demo_dir, TINY, seed=0, features=image)
+    model = build("vip5", demo_data, demo_dir, TINY, seed=0, features=image)
     with torch.no_grad():  # trained-looking adapters: they start as the identity
         for adapter in model.adapters:
             adapter.up.weight.normal_(std=0.1)
@@ -100,7 +101,7 @@ def test_the_visual_tokens_change_the_scores(vip5: VIP5, demo_data: SequenceData
 def test_max_candidates_scores_the_first_ones_and_leaves_the_rest_below(
     demo_data: SequenceData, demo_dir: Path, image: dict
 ) -> None:
-    model = build_model("vip5", demo_data, demo_dir, {**TINY, "max_candidates": 3}, 0, image)
+    model = build("vip5", demo_data, demo_dir, {**TINY, "max_candidates": 3}, 0, image)
     with torch.inference_mode():
         scores = model.score_candidates(*val_inputs(demo_data, [1], [[4, 5, 6, 7, 8]]))
     assert torch.isfinite(scores[0, :3]).all() and torch.isinf(scores[0, 3:]).all()
@@ -114,7 +115,7 @@ def test_training_lowers_the_loss_and_beats_random_order(
     the val candidates of 500 users well above their random order (NDCG@10 about .21; the
     untrained model's is about .22)."""
     params = {**TINY, "max_history": 3, "train_users_per_epoch": 320}
-    model = build_model("vip5", demo_data, demo_dir, params, seed=0, features=image)
+    model = build("vip5", demo_data, demo_dir, params, seed=0, features=image)
     train = CandidateTraining(demo_data, sample_ground_truth(demo_data, "train", 19, seed=42))
     val = sample_ground_truth(demo_data, "val", 19, seed=42).first_users(500)
     settings = TrainSettings(epochs=2, lr=3e-2, batch_size=32, patience=2, seed=0)
@@ -153,11 +154,13 @@ def test_a_saved_model_reloads_in_another_process_with_the_same_scores(
         "import sys, torch\n"
         "from pathlib import Path\n"
         "from seqrerank.data.dataset import load_sequences\n"
-        "from seqrerank.pipeline import load_model\n"
+        "from seqrerank.features import load_feature_files\n"
+        "from seqrerank.model_files import load_model\n"
         "torch.set_num_threads(1)\n"
         "out, data_dir, model_path, image = map(Path, sys.argv[1:])\n"
         "data = load_sequences(data_dir)\n"
-        "model = load_model(model_path, data, data_dir, {'image': image})\n"
+        "features = load_feature_files({'image': image}, data.num_items)\n"
+        "model = load_model(model_path, data, features=features)\n"
         "with torch.inference_mode():\n"
         "    scores = model.score_candidates(*torch.load(out / 'inputs.pt'))\n"
         "torch.save(scores, out / 'scores.pt')\n"
@@ -172,5 +175,5 @@ def test_a_dataset_without_images_names_the_setting_that_provides_them(
 ) -> None:
     for features in (None, {"text": demo_feature_files["text"]}):
         with pytest.raises(FeatureError, match=r"VIP5 needs item features.*use_image: true") as e:
-            build_model("vip5", demo_data, demo_dir, TINY, seed=0, features=features)
+            build("vip5", demo_data, demo_dir, TINY, seed=0, features=features)
         assert "use_text" not in str(e.value)  # only the modality VIP5 reads

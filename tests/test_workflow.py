@@ -308,7 +308,7 @@ def test_demo_lrurec_retrieves_better_than_popularity(demo_run, comparison) -> N
     the demo's prepared data."""
     data_dir = demo_run.results / "demo/data"
     data = load_sequences(data_dir)
-    baseline = Popularity.from_data(data, data_dir)
+    baseline = Popularity.from_data(data)
     popularity = evaluate(retrieve(baseline, data, "val", top_k=100))["ndcg@10"]
     lrurec = comparison.query("split == 'val' and retriever == 'lrurec' and reranker == 'none'")
     assert lrurec["ndcg@10"].item() > popularity

@@ -1,6 +1,5 @@
-from pathlib import Path
-
 from seqrerank.console import configure_logging
+from seqrerank.data.dataset import dataset_inputs
 from seqrerank.distributed import Processes, launch
 from seqrerank.features import feature_inputs
 from seqrerank.pipeline import run_rerank
@@ -11,7 +10,7 @@ launch(
     Processes(**snakemake.params.processes),
     log_path=snakemake.log[0],
     threads=snakemake.threads,
-    data_dir=Path(snakemake.input.train).parent,
+    dataset=dataset_inputs(snakemake.input),
     model_path=snakemake.input.model,
     candidates_path=snakemake.input.candidates,
     top_k=snakemake.params.top_k,

@@ -1,13 +1,12 @@
-from pathlib import Path
-
 from seqrerank.console import configure_logging
+from seqrerank.data.dataset import dataset_inputs
 from seqrerank.data.item_text import SummarySettings, write_item_texts
 from seqrerank.pipeline import use_threads
 
 configure_logging(snakemake.log[0])
 use_threads(snakemake.threads)
 write_item_texts(
-    data_dir=Path(snakemake.input.train).parent,
+    dataset=dataset_inputs(snakemake.input),
     column="semantic_summary" + snakemake.wildcards.small,
     out_path=snakemake.output[0],
     cache_dir=snakemake.params.cache_dir,

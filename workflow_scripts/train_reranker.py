@@ -1,6 +1,5 @@
-from pathlib import Path
-
 from seqrerank.console import configure_logging
+from seqrerank.data.dataset import dataset_inputs
 from seqrerank.distributed import Processes, launch
 from seqrerank.features import feature_inputs
 from seqrerank.pipeline import RerankCandidates, run_reranker_training
@@ -20,7 +19,7 @@ launch(
     log_path=snakemake.log[0],
     threads=snakemake.threads,
     method=snakemake.params.method,
-    data_dir=Path(snakemake.input.train).parent,
+    dataset=dataset_inputs(snakemake.input),
     params=snakemake.params.model,
     settings=TrainSettings(**snakemake.params.training),
     model_path=snakemake.output.model,

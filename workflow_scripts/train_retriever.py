@@ -1,6 +1,5 @@
-from pathlib import Path
-
 from seqrerank.console import configure_logging
+from seqrerank.data.dataset import dataset_inputs
 from seqrerank.features import feature_inputs
 from seqrerank.pipeline import run_retriever
 from seqrerank.training import TrainSettings
@@ -9,7 +8,7 @@ configure_logging(snakemake.log[0])
 out = snakemake.output
 run_retriever(
     snakemake.params.method,
-    data_dir=Path(snakemake.input.train).parent,
+    dataset=dataset_inputs(snakemake.input),
     params=snakemake.params.model,
     settings=TrainSettings(**snakemake.params.training),
     top_k=snakemake.params.top_k,

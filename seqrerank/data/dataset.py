@@ -16,8 +16,10 @@ history item, and ranking masks none (``repeats``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,21 +77,84 @@ class SequenceData:
         ]
 
 
+# The files of a prepared dataset (written by seqrerank.data.prepare), by role.
+DATASET_FILES = {
+    "train": "train.txt",
+    "val": "val.txt",
+    "test": "test.txt",
+    "items": "items.csv",
+    "stats": "stats.json",
+}
+IMAGES_FOLDER = "images"
+# Item texts that data rules generate into their own files beside items.csv (column -> file).
+ITEM_TEXT_FILES = {
+    "caption": "captions.csv",
+    "semantic_summary": "semantic_summaries.csv",
+    "semantic_summary_small": "semantic_summaries_small.csv",
+}
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files of a prepared dataset that a step reads, each named: the workflow hands over
+    exactly the files its rule declares, so the package never guesses a file name."""
+
+    train: Path
+    val: Path
+    test: Path
+    items: Path
+    stats: Path
+    texts: Mapping[str, Path] = field(default_factory=dict)
+    """Generated item texts by item-table column (``ITEM_TEXT_FILES``)."""
+    images: Path | None = None
+    """The folder of the item images that the item table's ``image`` column names."""
+
+    @classmethod
+    def in_folder(
+        cls, folder: str | Path, texts: Iterable[str] = (), images: bool = False
+    ) -> DatasetFiles:
+        """The standard files of a prepared dataset folder (what :func:`prepare_dataset` writes
+        there), with the generated ``texts`` (by column) and the images folder if asked."""
+        folder = Path(folder)
+        return cls(
+            **{role: folder / name for role, name in DATASET_FILES.items()},
+            texts={column: folder / ITEM_TEXT_FILES[column] for column in texts},
+            images=folder / IMAGES_FOLDER if images else None,
+        )
+
+    def all(self) -> list[Path]:
+        """Every file and folder above, in a fixed order (what a run that reads them learns
+        from)."""
+        named = [self.train, self.val, self.test, self.items, self.stats]
+        return [*named, *(self.texts[c] for c in sorted(self.texts)), *filter(None, [self.images])]
+
+
+def as_dataset_files(dataset: DatasetFiles | str | Path) -> DatasetFiles:
+    """``dataset`` itself, or the standard files of a prepared dataset folder with whatever
+    generated texts and images it holds: a convenience for the tests and benchmarks, which work
+    on folders (the workflow names every file)."""
+    if isinstance(dataset, DatasetFiles):
+        return dataset
+    folder = Path(dataset)
+    texts = [column for column, name in ITEM_TEXT_FILES.items() if (folder / name).exists()]
+    return DatasetFiles.in_folder(folder, texts, images=(folder / IMAGES_FOLDER).is_dir())
+
+
 def _read_lines(path: Path) -> list[list[int]]:
     with open(path) as handle:
         return [[int(tok) for tok in line.split()] for line in handle if line.strip()]
 
 
-def load_sequences(data_dir: str | Path) -> SequenceData:
-    data_dir = Path(data_dir)
-    train_rows = _read_lines(data_dir / "train.txt")
-    val = dict(_read_lines(data_dir / "val.txt"))
-    test = dict(_read_lines(data_dir / "test.txt"))
+def load_sequences(dataset: DatasetFiles | str | Path) -> SequenceData:
+    files = as_dataset_files(dataset)
+    train_rows = _read_lines(files.train)
+    val = dict(_read_lines(files.val))
+    test = dict(_read_lines(files.test))
     users = [row[0] for row in train_rows]
     if users != list(range(1, len(users) + 1)):
-        raise ValueError(f"{data_dir / 'train.txt'}: users must be numbered 1..U in order")
-    num_items = len(pd.read_csv(data_dir / "items.csv", usecols=["item_id"]))
-    stats = json.loads((data_dir / "stats.json").read_text())
+        raise ValueError(f"{files.train}: users must be numbered 1..U in order")
+    num_items = len(pd.read_csv(files.items, usecols=["item_id"]))
+    stats = json.loads(Path(files.stats).read_text())
     return SequenceData(
         num_items=num_items,
         train=[np.array(row[1:], dtype=np.int64) for row in train_rows],
@@ -99,30 +164,33 @@ def load_sequences(data_dir: str | Path) -> SequenceData:
     )
 
 
-# Item texts that data rules generate into their own files beside items.csv (column -> file).
-ITEM_TEXT_FILES = {
-    "caption": "captions.csv",
-    "semantic_summary": "semantic_summaries.csv",
-    "semantic_summary_small": "semantic_summaries_small.csv",
-}
-
-
-def dataset_files(data_dir: str | Path) -> list[Path]:
-    """Every file of a prepared dataset that methods read: the splits, the item table, its stats
-    and the generated item texts that exist (see :func:`load_items`)."""
-    data_dir = Path(data_dir)
-    names = ["train.txt", "val.txt", "test.txt", "items.csv", "stats.json"]
-    generated = [name for name in ITEM_TEXT_FILES.values() if (data_dir / name).exists()]
-    return [data_dir / name for name in [*names, *generated]]
-
-
-def load_items(data_dir: str | Path) -> pd.DataFrame:
+def load_items(dataset: DatasetFiles | str | Path) -> pd.DataFrame:
     """The item table, indexed by item id, with empty strings (not NaN) for missing text, and a
-    column for each generated item text that exists (``ITEM_TEXT_FILES``)."""
-    data_dir = Path(data_dir)
-    items = pd.read_csv(data_dir / "items.csv", keep_default_na=False).set_index("item_id")
-    for column, name in ITEM_TEXT_FILES.items():
-        if (data_dir / name).exists():
-            texts = pd.read_csv(data_dir / name, keep_default_na=False).set_index("item_id")
-            items[column] = texts[column].reindex(items.index, fill_value="")
+    column for each generated item text of ``dataset.texts``."""
+    files = as_dataset_files(dataset)
+    items = pd.read_csv(files.items, keep_default_na=False).set_index("item_id")
+    for column, path in files.texts.items():
+        texts = pd.read_csv(path, keep_default_na=False).set_index("item_id")
+        items[column] = texts[column].reindex(items.index, fill_value="")
     return items
+
+
+def dataset_inputs(named: Mapping[str, Any]) -> DatasetFiles:
+    """The dataset files among a workflow rule's named inputs: ``train``, ``val``, ``test``,
+    ``item_table`` (Snakemake reserves ``items``), ``stats``, ``generated_<column>`` for a
+    generated item text and ``images`` for the images folder."""
+    texts = {
+        name.removeprefix("generated_"): Path(path)
+        for name, path in named.items()
+        if name.startswith("generated_")
+    }
+    images = named.get("images")
+    return DatasetFiles(
+        train=Path(named["train"]),
+        val=Path(named["val"]),
+        test=Path(named["test"]),
+        items=Path(named["item_table"]),
+        stats=Path(named["stats"]),
+        texts=texts,
+        images=Path(images) if images else None,
+    )

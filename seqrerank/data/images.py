@@ -17,6 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 
 from seqrerank.console import progress
@@ -113,3 +114,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+class ItemImages:
+    """The items' images, each opened when asked (RGB, long side at most 448 px): what a model
+    that shows images is given, so that it never handles a file path."""
+
+    def __init__(self, folder: str | Path, items: pd.DataFrame):
+        """``items``: the item table (indexed by item id), whose ``image`` column names each
+        item's file in ``folder`` ("" for an item without an image)."""
+        self.files = {
+            int(item): Path(folder) / Path(name).name
+            for item, name in items["image"].items()
+            if name
+        }
+
+    def __contains__(self, item: int) -> bool:
+        return item in self.files
+
+    def __call__(self, item: int) -> Image.Image:
+        with Image.open(self.files[item]) as image:
+            rgb = to_rgb(image)
+        rgb.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
+        return rgb

@@ -22,7 +22,8 @@ import pandas as pd
 from PIL import Image
 
 from seqrerank.console import progress
-from seqrerank.data.dataset import load_items
+from seqrerank.data.dataset import DatasetFiles, as_dataset_files, load_items
+from seqrerank.data.images import ItemImages
 from seqrerank.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,10 @@ class SummarySettings:
 class Item:
     item_id: int
     title: str
-    image_path: Path
 
 
 def write_item_texts(
-    data_dir: str | Path,
+    dataset: DatasetFiles | str | Path,
     column: str,
     out_path: str | Path,
     cache_dir: str | Path,
@@ -74,7 +74,10 @@ def write_item_texts(
     """Generate ``column`` for every item that has an image and write ``out_path``. Items
     already in the cache are not generated again; ``generate`` (default: the model the
     settings name, loaded only if something is missing) maps a batch to its texts."""
-    items = _items_with_images(data_dir)
+    dataset = as_dataset_files(dataset)
+    table = load_items(dataset)
+    images = ItemImages(dataset.images, table) if dataset.images else None
+    items = [Item(int(item), str(row["title"])) for item, row in table.iterrows() if row["image"]]
     cache = Path(cache_dir) / fingerprint(settings)
     missing = [item for item in items if not (cache / f"{item.item_id}.txt").exists()]
     log.info(
@@ -96,7 +99,7 @@ def write_item_texts(
         ]
         workers = getattr(settings, "image_workers", 1)
         preload = getattr(settings, "preload_all_images", False)
-        loaded = prefetched_images(batches, workers, preload)
+        loaded = prefetched_images(batches, images, workers, preload)
         for batch, images in progress(
             zip(batches, loaded, strict=True), desc=column, total=len(batches)
         ):
@@ -117,24 +120,15 @@ def fingerprint(settings: CaptionSettings | SummarySettings) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _items_with_images(data_dir: str | Path) -> list[Item]:
-    table = load_items(data_dir)
-    return [
-        Item(int(item_id), str(row["title"]), Path(data_dir) / row["image"])
-        for item_id, row in table.iterrows()
-        if row["image"]
-    ]
-
-
 def prefetched_images(
-    batches: Sequence[list[Item]], workers: int, preload_all: bool
+    batches: Sequence[list[Item]], images: ItemImages, workers: int, preload_all: bool
 ) -> Iterator[list[Image.Image]]:
     """Each batch's images, loaded by ``workers`` threads: all of them up front with
     ``preload_all``, else the next batch while the caller works on the current one."""
     with ThreadPoolExecutor(max(1, workers)) as pool:
 
         def load(batch: list[Item]):
-            return pool.map(lambda item: Image.open(item.image_path).convert("RGB"), batch)
+            return pool.map(lambda item: images(item.item_id), batch)
 
         if preload_all:
             everything = [list(load(batch)) for batch in batches]
@@ -278,8 +272,6 @@ class Qwen3VLSummariser:
             )
             for item in items
         ]
-        for image in images:
-            image.thumbnail((448, 448))
         inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
         inputs = inputs.to(self.model.device)
         with torch.inference_mode():

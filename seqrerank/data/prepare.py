@@ -27,6 +27,7 @@ import pandas as pd
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from seqrerank.data.dataset import IMAGES_FOLDER
 from seqrerank.data.images import MAX_IMAGE_SIDE, ImageDownloadError, fetch_images, to_rgb
 from seqrerank.data.sources import (
     read_amazon_meta,
@@ -94,6 +95,7 @@ def prepare_dataset(
     if missing_images:
         log.warning("%d of %d items have no usable image", missing_images, len(items))
 
+    (out_dir / IMAGES_FOLDER).mkdir(parents=True, exist_ok=True)  # a declared output, also empty
     write_splits(out_dir, sequences)
     with atomic_path(out_dir / "items.csv") as tmp:
         items.to_csv(tmp, index=False)
@@ -399,7 +401,7 @@ def prepare_images(original_items: list[str], found: dict[str, Path], out_dir: P
     ("" for items without a readable image)."""
     paths = []
     for item_id, original in enumerate(original_items, 1):
-        relative = f"images/{item_id}.png"
+        relative = f"{IMAGES_FOLDER}/{item_id}.png"
         src = found.get(original)
         paths.append(relative if src and convert_image(src, out_dir / relative) else "")
     return paths

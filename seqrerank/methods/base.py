@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from seqrerank.data.dataset import SequenceData
+from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures
 
 
@@ -34,12 +35,15 @@ class Recommender(nn.Module):
     def from_data(
         cls,
         data: SequenceData,
-        data_dir: Path,
+        items: pd.DataFrame | None = None,
         features: Mapping[str, ItemFeatures] | None = None,
+        images: ItemImages | None = None,
         **params: Any,
     ) -> Recommender:
-        """Build the model for a dataset; ``params`` are ``methods.<name>.model`` in config and
-        ``features`` the item features (by modality) that the method's registry entry asks for."""
+        """Build the model for a dataset; ``params`` are ``methods.<name>.model`` in config.
+        ``items`` is the item table (titles, texts, generated texts), ``features`` the item
+        features (by modality) that the method's registry entry asks for, ``images`` the items'
+        images: a method reads those it needs, never a file."""
         return cls(num_items=data.num_items, **params)
 
     def training_batches(

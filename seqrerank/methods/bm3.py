@@ -18,14 +18,15 @@ dot product of the online user and item views.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from seqrerank.data.dataset import SequenceData
+from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures, require_features
 from seqrerank.graph import bipartite_adjacency, interaction_batches
 from seqrerank.methods.base import Recommender
@@ -74,8 +75,9 @@ class BM3(Recommender):
     def from_data(
         cls,
         data: SequenceData,
-        data_dir: Path,
+        items: pd.DataFrame | None = None,
         features: Mapping[str, ItemFeatures] | None = None,
+        images: ItemImages | None = None,
         **params: Any,
     ) -> BM3:
         chosen = require_features(cls.__name__, features)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -21,7 +20,8 @@ import torch.nn.functional as F
 
 from seqrerank.batching import index_batches
 from seqrerank.candidates import CandidateTraining
-from seqrerank.data.dataset import SequenceData, load_items
+from seqrerank.data.dataset import SequenceData
+from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures
 from seqrerank.llm.loading import LoadSettings, load_with_lora
 from seqrerank.llm.prompts import Prompt, PromptBuilder
@@ -40,6 +40,7 @@ class LLMReranker(Recommender):
         self,
         num_items: int,
         items: pd.DataFrame,
+        images: ItemImages | None = None,
         model_name: str = "Qwen/Qwen2.5-1.5B-Instruct",
         max_history: int = 20,
         max_item_tokens: int = 32,
@@ -56,12 +57,13 @@ class LLMReranker(Recommender):
         lora_dropout: float = 0.05,
         lora_target_modules: Sequence[str] = ("q_proj", "v_proj"),
     ):
-        """``items`` is the item table (``load_items``) with image paths made absolute;
-        ``max_candidates`` (qwen_max_candidates) caps the candidates scored per user: those
-        after it keep Stage 1's order below the scored ones. ``train_users_per_epoch`` trains
-        each epoch on that many users drawn afresh (all users when None): a cheaper epoch,
-        since validation and evaluation always score every user. ``tensor_parallel_size``: the
-        GPUs one vLLM engine spreads the model over (``backend: vllm`` only)."""
+        """``items`` is the item table (``load_items``), ``images`` the items' images (for the
+        modes that show them); ``max_candidates`` (qwen_max_candidates) caps the candidates
+        scored per user: those after it keep Stage 1's order below the scored ones.
+        ``train_users_per_epoch`` trains each epoch on that many users drawn afresh (all users
+        when None): a cheaper epoch, since validation and evaluation always score every user.
+        ``tensor_parallel_size``: the GPUs one vLLM engine spreads the model over (``backend:
+        vllm`` only)."""
         super().__init__()
         if backend not in ("transformers", "vllm"):
             raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}")
@@ -78,6 +80,7 @@ class LLMReranker(Recommender):
             lora_dropout=lora_dropout,
             lora_target_modules=tuple(lora_target_modules),
         )
+        self.images = images
         texts = self.item_texts(items, num_items)  # first: a missing text fails before loading
         self.llm, self.processor = load_with_lora(self.settings)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
@@ -103,13 +106,14 @@ class LLMReranker(Recommender):
     def from_data(
         cls,
         data: SequenceData,
-        data_dir: Path,
+        items: pd.DataFrame | None = None,
         features: Mapping[str, ItemFeatures] | None = None,
+        images: ItemImages | None = None,
         **params: Any,
     ) -> LLMReranker:
-        items = load_items(data_dir)
-        items["image"] = [str(Path(data_dir) / p) if p else "" for p in items["image"]]
-        return cls(num_items=data.num_items, items=items, **params)
+        if items is None:
+            raise ValueError(f"{cls.__name__} shows items by their titles: give it the item table")
+        return cls(num_items=data.num_items, items=items, images=images, **params)
 
     def item_texts(self, items: pd.DataFrame, num_items: int) -> list[str]:
         """The text that stands for each item in a prompt, indexed by item id (0 = padding)."""
@@ -198,12 +202,11 @@ class LLMReranker(Recommender):
         if self._vllm is None:
             from seqrerank.llm.vllm_backend import VLLMScorer
 
-            load_image = getattr(self, "load_image", None) if self.vision else None
             self._vllm = VLLMScorer(
                 self.llm,
                 self.processor,
                 self.prompts.labels,
-                load_image,
+                self.images if self.vision else None,
                 tensor_parallel_size=self.tensor_parallel_size,
             )
         return self._vllm

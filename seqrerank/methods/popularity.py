@@ -3,7 +3,6 @@ every other model is read against."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,10 @@ class Popularity(Recommender):
         self.register_buffer("counts", torch.zeros(num_items + 1))
 
     @classmethod
-    def from_data(
-        cls, data: SequenceData, data_dir: Path, features: Any = None, **params: Any
-    ) -> Popularity:
-        model = cls(data.num_items, **params)
+    def from_data(cls, data: SequenceData, **_: Any) -> Popularity:
+        """Counts of the training interactions: it reads nothing else (and config gives it no
+        parameter, checked against ``__init__``)."""
+        model = cls(data.num_items)
         counts = np.bincount(np.concatenate(data.train), minlength=data.num_items + 1)
         model.counts.copy_(torch.as_tensor(counts))
         return model

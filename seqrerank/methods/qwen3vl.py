@@ -16,12 +16,10 @@ from collections.abc import Callable
 
 import pandas as pd
 import torch
-from PIL import Image
 
 from seqrerank.llm.prompts import Prompt
 from seqrerank.methods.llm_reranker import LLMReranker
 
-MAX_IMAGE_SIDE = 448
 IMAGE_CACHE_SIZE = 4096  # preprocessed item images kept in memory (a 448 px image is ~5 MB)
 
 
@@ -33,7 +31,11 @@ class Qwen3VLReranker(LLMReranker):
     def item_texts(self, items: pd.DataFrame, num_items: int) -> list[str]:
         titles = super().item_texts(items, num_items)
         if self.item_column is None:
-            self._images = ["", *(items.loc[i, "image"] for i in range(1, num_items + 1))]
+            if self.images is None:
+                raise ValueError(
+                    f"{type(self).__name__} shows the item images: give it the images folder "
+                    "of the prepared dataset (use_image: true on the dataset)"
+                )
             self._pixels = functools.lru_cache(maxsize=IMAGE_CACHE_SIZE)(self._preprocess)
             return titles
         if self.item_column not in items.columns:
@@ -45,19 +47,13 @@ class Qwen3VLReranker(LLMReranker):
         extra = ["", *(items.loc[i, self.item_column] for i in range(1, num_items + 1))]
         return [f"{t}: {e}" if e else t for t, e in zip(titles, extra, strict=True)]
 
-    def load_image(self, item: int) -> Image.Image:
-        """An item's image, at most 448 px a side."""
-        image = Image.open(self._images[item]).convert("RGB")
-        image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
-        return image
-
     def _preprocess(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Patches [n, dim] and grid [1, 3] of an item's image (the model is loaded by then)."""
-        out = self.processor.image_processor(images=[self.load_image(item)], return_tensors="pt")
+        out = self.processor.image_processor(images=[self.images(item)], return_tensors="pt")
         return out["pixel_values"], out["image_grid_thw"]
 
     def image_tokens(self, item: int) -> list[int]:
-        if self.item_column is not None or not self._images[item]:
+        if self.item_column is not None or item not in self.images:
             return []
         return self._image_placeholder(item)
 

@@ -22,10 +22,10 @@ fixed seed), so a checkpoint is small even for t5-base.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +33,7 @@ from torch import nn
 from seqrerank.batching import index_batches
 from seqrerank.candidates import CandidateTraining
 from seqrerank.data.dataset import SequenceData
-from seqrerank.distributed import device
+from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures, require_features
 from seqrerank.llm.tiny import TINY, tiny_t5
 from seqrerank.methods.base import Recommender
@@ -154,14 +154,14 @@ class VIP5(Recommender):
         # Not saved with the model: rebuilt from the feature file and the tokenizer.
         self.register_buffer("image_features", image_features.float(), persistent=False)
         self.register_buffer("item_labels", self._id_labels(num_items), persistent=False)
-        self.to(device())
 
     @classmethod
     def from_data(
         cls,
         data: SequenceData,
-        data_dir: Path,
+        items: pd.DataFrame | None = None,
         features: Mapping[str, ItemFeatures] | None = None,
+        images: ItemImages | None = None,
         **params: Any,
     ) -> VIP5:
         image = require_features(cls.__name__, features, modalities=("image",))["image"]
@@ -190,10 +190,11 @@ class VIP5(Recommender):
         padding)."""
         shown = [history[-self.max_history :] for history in histories]
         texts = [self.prompt(*row) for row in zip(users, shown, pools, strict=True)]
-        tokens = self.tokenizer(texts, padding=True, return_tensors="pt").to(device())
+        tokens = self.tokenizer(texts, padding=True, return_tensors="pt")
+        tokens = tokens.to(self.item_labels.device)  # where the model's weights are
         embeddings = self.t5.get_input_embeddings()(tokens.input_ids)
         items = np.concatenate([np.concatenate([h, p]) for h, p in zip(shown, pools, strict=True)])
-        visual = self.visual(self.image_features[torch.as_tensor(items, device=device())])
+        visual = self.visual(self.image_features[torch.as_tensor(items, device=embeddings.device)])
         is_visual = tokens.input_ids == self.image_token_id
         if int(is_visual.sum()) != visual.shape[0] * visual.shape[1]:
             raise ValueError(f"the tokenizer split the image placeholder {IMAGE_PLACEHOLDER}")
@@ -279,7 +280,8 @@ class VIP5(Recommender):
     ) -> torch.Tensor:
         """Each candidate's id log-likelihood; -inf for padding (item 0) and for candidates
         beyond ``max_candidates``."""
-        scored = candidates[:, : self.max_candidates]
+        # Prompts are built from item ids on the CPU; the scores go back where the ids came from.
+        scored, histories = candidates[:, : self.max_candidates].cpu(), histories.cpu()
         scores = torch.full(candidates.shape, float("-inf"))
         for start in range(0, len(candidates), self.score_batch_size):
             rows = slice(start, start + self.score_batch_size)
@@ -287,8 +289,8 @@ class VIP5(Recommender):
             shown = [row[row > 0].numpy() for row in histories[rows]]
             states, mask = self.encode(users[rows].tolist(), shown, pools)
             pool_scores = self.log_likelihoods(states, mask, pools)
-            scores[rows, : scored.shape[1]][scored[rows] > 0] = pool_scores[_pool_mask(pools)].cpu()
-        return scores
+            scores[rows, : scored.shape[1]][scored[rows] > 0] = pool_scores.cpu()[_pool_mask(pools)]
+        return scores.to(candidates.device)
 
     # ---- checkpoints: what trains ----------------------------------------------------------
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from seqrerank.data.dataset import load_sequences
+from seqrerank.data.dataset import DatasetFiles, as_dataset_files, load_sequences
 from seqrerank.io import read_json
 from seqrerank.metrics import METRIC_COLUMNS
 from seqrerank.report import html, plots
@@ -48,14 +48,17 @@ def write_comparison(
         plots.save(plots.metric_bars(table, metric), path)
 
 
-def write_dataset(data_dir: Path, name: str, page_path: Path, histogram_path: Path) -> None:
+def write_dataset(
+    dataset: DatasetFiles | Path, name: str, page_path: Path, histogram_path: Path
+) -> None:
     """Counts, the interactions, users and items each filter removed, and the histogram of
     sequence lengths of a prepared dataset."""
-    stats = read_json(Path(data_dir) / "stats.json")
+    dataset = as_dataset_files(dataset)
+    stats = read_json(dataset.stats)
     filters = pd.DataFrame(stats["filters"])
     for column in ("users", "items", "interactions"):
         filters[f"{column} dropped"] = (-filters[column].diff()).fillna(0).astype(int)
-    lengths = np.array([len(seq) for seq in load_sequences(data_dir).full_sequences()])
+    lengths = np.array([len(seq) for seq in load_sequences(dataset).full_sequences()])
     counts = {key: value for key, value in stats.items() if key != "filters"}
     counts["sequence length (min / median / max)"] = (
         f"{lengths.min()} / {np.median(lengths):g} / {lengths.max()}"
