@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -300,6 +301,46 @@ def test_training_interactions_hold_only_training_items(hand_data: SequenceData)
     for _ in range(20):
         for user, _, negative in interaction_batches(hand_data, 3, generator):
             assert not seen & set(zip(user.tolist(), negative.tolist(), strict=True))
+
+
+def tiny_graph() -> tuple[SequenceData, torch.Tensor]:
+    """3 users and 4 items, and the dense adjacency of their training graph written out by hand:
+    node u is user u, node 4 + i item i (nodes 0 and 4 are the padding user and item)."""
+    data = SequenceData(
+        num_items=4,
+        train=[np.array([1, 2]), np.array([2, 3, 4]), np.array([4])],
+        val=np.array([3, 1, 1]),
+        test=np.array([4, 1, 2]),
+    )
+    adjacency = torch.zeros(9, 9)
+    for user, item in [(1, 5), (1, 6), (2, 6), (2, 7), (2, 8), (3, 8)]:
+        adjacency[user, item] = adjacency[item, user] = 1
+    return data, adjacency
+
+
+def test_graph_propagation_is_the_mean_for_mmgcn_and_symmetric_for_bm3() -> None:
+    data, adjacency = tiny_graph()
+    degree = adjacency.sum(dim=1)
+    inverse = torch.where(degree > 0, 1 / degree, 0.0)
+    mean = inverse[:, None] * adjacency  # D^-1 A
+    symmetric = inverse.sqrt()[:, None] * adjacency * inverse.sqrt()  # D^-1/2 A D^-1/2
+    # user 2 has 3 items; item 2 (node 6) has 2 users
+    assert mean[2, 6].item() == pytest.approx(1 / 3)
+    assert symmetric[2, 6].item() == pytest.approx(1 / math.sqrt(3 * 2))
+    image = {"image": ItemFeatures("image", torch.randn(5, 8), torch.ones(5, dtype=torch.bool), {})}
+    x = torch.randn(9, 64)
+
+    mmgcn = MMGCN.from_data(data, Path(), features=image)
+    conv = mmgcn.branches["image"].convs[1]
+    assert torch.allclose(conv(x, mmgcn.adjacency), mean @ conv.linear(x), atol=1e-6)
+
+    bm3 = BM3.from_data(data, Path(), features=image, layers=2)
+    assert torch.allclose(bm3.conv(x, bm3.adjacency), symmetric @ x, atol=1e-6)
+    ids = torch.cat([bm3.user_embedding.weight, bm3.item_embedding.weight]).detach()
+    layers = torch.stack([ids, symmetric @ ids, symmetric @ symmetric @ ids]).mean(dim=0)
+    users, items = bm3.propagate()
+    assert torch.allclose(users, layers[:4], atol=1e-6)
+    assert torch.allclose(items, layers[4:] + bm3.item_embedding.weight, atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -24,23 +24,24 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_geometric.nn import SimpleConv
 
 from seqrerank.data.dataset import SequenceData
 from seqrerank.features import ItemFeatures, require_features
-from seqrerank.graph import bipartite_adjacency, interaction_batches
+from seqrerank.graph import adjacency_t, interaction_batches
 from seqrerank.methods.base import Recommender
 
 
 class GraphConv(nn.Module):
-    """Linear message, aggregated over neighbours by the normalised adjacency (PyG's
-    ``forward(x, edges)`` convention, with the sparse adjacency standing for the edges)."""
+    """MMGCN's convolution: a linear message, averaged over the node's neighbours."""
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim, bias=False)
+        self.aggregate = SimpleConv(aggr="mean")
 
-    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
-        return adjacency @ self.linear(x)
+    def forward(self, x: torch.Tensor, adj_t: torch.Tensor) -> torch.Tensor:
+        return self.aggregate(self.linear(x), adj_t)
 
 
 class ModalityBranch(nn.Module):
@@ -104,8 +105,7 @@ class MMGCN(Recommender):
     ) -> MMGCN:
         chosen = require_features(cls.__name__, features)
         values = {modality: f.values for modality, f in chosen.items()}
-        adjacency = bipartite_adjacency(data, normalization="mean")
-        return cls(data.num_items, data.num_users, values, adjacency, **params)
+        return cls(data.num_items, data.num_users, values, adjacency_t(data), **params)
 
     def representations(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Users [U + 1, hidden] and items [N + 1, hidden]: the mean of the branches."""
