@@ -343,8 +343,9 @@ def test_graph_propagation_is_the_mean_for_mmgcn_and_symmetric_for_bm3() -> None
     assert torch.allclose(items, layers[4:] + bm3.item_embedding.weight, atol=1e-6)
 
 
+# MMGCN with MMRec's settings (3 layers, concatenation, 256-d images) trains for the demo's 10.
 @pytest.mark.parametrize(
-    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 5), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
+    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 10), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
 )
 def test_multimodal_retriever_beats_popularity(
     method: str,
@@ -445,6 +446,46 @@ def test_mmgcn_trains_its_id_embeddings_and_user_preferences(
     model.loss(next(model.training_batches(demo_data, 256, torch.Generator()))).backward()
     optimizer.step()
     assert not torch.equal(before, model.id_embedding.detach())
+
+
+def layer_input_widths(model: MMGCN) -> dict[str, tuple[list[int], list[int]]]:
+    """Per modality, the widths of what each convolution and each combine layer receives in a
+    forward pass."""
+    widths = {modality: ([], []) for modality in model.branches}
+    for modality, branch in model.branches.items():
+        for layers, seen in zip((branch.convs, branch.combines), widths[modality], strict=True):
+            for layer in layers:
+                layer.register_forward_pre_hook(lambda _, args, s=seen: s.append(args[0].shape[1]))
+    model.representations()
+    return widths
+
+
+@pytest.mark.parametrize(
+    ("params", "image", "text"),
+    [
+        # MMRec: 3 layers; the image's first layer at its 256-d latent, the text's at its raw
+        # 32 dimensions; each layer combines [h; x_hat], the convolution's output beside the
+        # 64-d self term.
+        ({}, ([256, 64, 64], [256 + 64, 128, 128]), ([32, 64, 64], [32 + 64, 128, 128])),
+        # our former settings, as options: 2 layers, sum, every modality projected to 64
+        (
+            {"layers": 2, "concat": False, "latent": {"image": 64, "text": 64}},
+            ([64, 64], [64, 64]),
+            ([64, 64], [64, 64]),
+        ),
+    ],
+    ids=["mmrec", "ours"],
+)
+def test_mmgcn_layers_latents_and_combine_are_mmrecs_by_default(
+    params: dict, image: tuple, text: tuple, demo_data: SequenceData, demo_features: dict
+) -> None:
+    assert demo_features["text"].dim == 32
+    model = MMGCN.from_data(demo_data, Path(), features=demo_features, **params)
+    assert layer_input_widths(model) == {"image": image, "text": text}
+    for modality, (convs, _) in (("image", image), ("text", text)):
+        assert model.branches[modality].preference.shape[1] == convs[0], modality
+    users, items = model.representations()
+    assert users.shape[1] == items.shape[1] == 64
 
 
 @pytest.mark.parametrize("method", ["vbpr", "mmgcn", "bm3"])
