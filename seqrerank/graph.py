@@ -8,11 +8,12 @@ training interactions are edges: validation and test items never enter the graph
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
-from typing import Literal
 
 import numpy as np
 import torch
+from torch_geometric.utils import to_torch_csr_tensor, to_undirected
 
 from seqrerank.batching import index_batches
 from seqrerank.data.dataset import SequenceData
@@ -28,27 +29,27 @@ def training_pairs(data: SequenceData) -> tuple[np.ndarray, np.ndarray]:
     return keys // (data.num_items + 1), keys % (data.num_items + 1)
 
 
-def bipartite_adjacency(
-    data: SequenceData, normalization: Literal["symmetric", "mean"] = "symmetric"
-) -> torch.Tensor:
-    """Sparse [U + N + 2, U + N + 2] adjacency of the training graph, normalised as in
-    LightGCN (``D^-1/2 A D^-1/2``) or as a mean over neighbours (``D^-1 A``, MMGCN)."""
+def adjacency_t(data: SequenceData) -> torch.Tensor:
+    """The training graph as PyG's ``adj_t``: a sparse CSR [U + N + 2, U + N + 2] matrix of ones
+    whose row ``v`` holds the nodes that send messages to ``v`` (every interaction is an edge in
+    both directions, so the matrix is its own transpose). Normalisation is the model's: a mean
+    aggregation (MMGCN) or ``gcn_norm`` (LightGCN, BM3).
+
+    Given a sparse ``adj_t``, a PyG conv fuses message and aggregation into one sparse-dense
+    product. CSR is its fastest path on CPU: forward and backward of 3 layers of 64 dims on
+    Beauty's training graph (34k nodes, 308k edges; one thread, median of 7) took 89 ms with the
+    mean and 134 ms with symmetric weights, against 152 and 154 ms for the hand-normalised COO
+    matrix this replaces, and 470 and 809 ms through ``edge_index`` (a message per edge,
+    scattered).
+    """
     users, items = training_pairs(data)
     num_nodes = data.num_users + data.num_items + 2
-    rows = np.concatenate([users, items + data.num_users + 1])
-    cols = np.concatenate([items + data.num_users + 1, users])
-    degree = np.bincount(rows, minlength=num_nodes).astype(np.float32)
-    inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
-    if normalization == "symmetric":
-        weights = np.sqrt(inverse[rows] * inverse[cols])
-    else:
-        weights = inverse[rows]
-    indices = torch.as_tensor(np.stack([rows, cols]))
-    # COO: its sparse-dense products train about twice as fast on CPU as CSR's.
-    adjacency = torch.sparse_coo_tensor(
-        indices, torch.as_tensor(weights), (num_nodes, num_nodes), check_invariants=True
-    )
-    return adjacency.coalesce()
+    edges = torch.as_tensor(np.stack([users, items + data.num_users + 1]))
+    edges = to_undirected(edges, num_nodes=num_nodes)  # sorted and coalesced
+    # Checked once, here; torch's notice that CSR support is in beta says nothing about the graph.
+    with torch.sparse.check_sparse_tensor_invariants(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return to_torch_csr_tensor(edges, size=num_nodes, is_coalesced=True)
 
 
 def interaction_batches(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -301,8 +302,49 @@ def test_training_interactions_hold_only_training_items(hand_data: SequenceData)
             assert not seen & set(zip(user.tolist(), negative.tolist(), strict=True))
 
 
+def tiny_graph() -> tuple[SequenceData, torch.Tensor]:
+    """3 users and 4 items, and the dense adjacency of their training graph written out by hand:
+    node u is user u, node 4 + i item i (nodes 0 and 4 are the padding user and item)."""
+    data = SequenceData(
+        num_items=4,
+        train=[np.array([1, 2]), np.array([2, 3, 4]), np.array([4])],
+        val=np.array([3, 1, 1]),
+        test=np.array([4, 1, 2]),
+    )
+    adjacency = torch.zeros(9, 9)
+    for user, item in [(1, 5), (1, 6), (2, 6), (2, 7), (2, 8), (3, 8)]:
+        adjacency[user, item] = adjacency[item, user] = 1
+    return data, adjacency
+
+
+def test_graph_propagation_is_the_mean_for_mmgcn_and_symmetric_for_bm3() -> None:
+    data, adjacency = tiny_graph()
+    degree = adjacency.sum(dim=1)
+    inverse = torch.where(degree > 0, 1 / degree, 0.0)
+    mean = inverse[:, None] * adjacency  # D^-1 A
+    symmetric = inverse.sqrt()[:, None] * adjacency * inverse.sqrt()  # D^-1/2 A D^-1/2
+    # user 2 has 3 items; item 2 (node 6) has 2 users
+    assert mean[2, 6].item() == pytest.approx(1 / 3)
+    assert symmetric[2, 6].item() == pytest.approx(1 / math.sqrt(3 * 2))
+    image = {"image": ItemFeatures("image", torch.randn(5, 8), torch.ones(5, dtype=torch.bool), {})}
+    x = torch.randn(9, 64)
+
+    mmgcn = MMGCN.from_data(data, Path(), features=image)
+    conv = mmgcn.branches["image"].convs[1]
+    assert torch.allclose(conv(x, mmgcn.adjacency), mean @ conv.linear(x), atol=1e-6)
+
+    bm3 = BM3.from_data(data, Path(), features=image, layers=2)
+    assert torch.allclose(bm3.conv(x, bm3.adjacency), symmetric @ x, atol=1e-6)
+    ids = torch.cat([bm3.user_embedding.weight, bm3.item_embedding.weight]).detach()
+    layers = torch.stack([ids, symmetric @ ids, symmetric @ symmetric @ ids]).mean(dim=0)
+    users, items = bm3.propagate()
+    assert torch.allclose(users, layers[:4], atol=1e-6)
+    assert torch.allclose(items, layers[4:] + bm3.item_embedding.weight, atol=1e-6)
+
+
+# MMGCN with MMRec's settings (3 layers, concatenation, 256-d images) trains for the demo's 10.
 @pytest.mark.parametrize(
-    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 5), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
+    ("method", "epochs"), [("vbpr", 4), ("mmgcn", 10), ("bm3", 4)], ids=["vbpr", "mmgcn", "bm3"]
 )
 def test_multimodal_retriever_beats_popularity(
     method: str,
@@ -403,6 +445,46 @@ def test_mmgcn_trains_its_id_embeddings_and_user_preferences(
     model.loss(next(model.training_batches(demo_data, 256, torch.Generator()))).backward()
     optimizer.step()
     assert not torch.equal(before, model.id_embedding.detach())
+
+
+def layer_input_widths(model: MMGCN) -> dict[str, tuple[list[int], list[int]]]:
+    """Per modality, the widths of what each convolution and each combine layer receives in a
+    forward pass."""
+    widths = {modality: ([], []) for modality in model.branches}
+    for modality, branch in model.branches.items():
+        for layers, seen in zip((branch.convs, branch.combines), widths[modality], strict=True):
+            for layer in layers:
+                layer.register_forward_pre_hook(lambda _, args, s=seen: s.append(args[0].shape[1]))
+    model.representations()
+    return widths
+
+
+@pytest.mark.parametrize(
+    ("params", "image", "text"),
+    [
+        # MMRec: 3 layers; the image's first layer at its 256-d latent, the text's at its raw
+        # 32 dimensions; each layer combines [h; x_hat], the convolution's output beside the
+        # 64-d self term.
+        ({}, ([256, 64, 64], [256 + 64, 128, 128]), ([32, 64, 64], [32 + 64, 128, 128])),
+        # our former settings, as options: 2 layers, sum, every modality projected to 64
+        (
+            {"layers": 2, "concat": False, "latent": {"image": 64, "text": 64}},
+            ([64, 64], [64, 64]),
+            ([64, 64], [64, 64]),
+        ),
+    ],
+    ids=["mmrec", "ours"],
+)
+def test_mmgcn_layers_latents_and_combine_are_mmrecs_by_default(
+    params: dict, image: tuple, text: tuple, demo_data: SequenceData, demo_features: dict
+) -> None:
+    assert demo_features["text"].dim == 32
+    model = MMGCN.from_data(demo_data, Path(), features=demo_features, **params)
+    assert layer_input_widths(model) == {"image": image, "text": text}
+    for modality, (convs, _) in (("image", image), ("text", text)):
+        assert model.branches[modality].preference.shape[1] == convs[0], modality
+    users, items = model.representations()
+    assert users.shape[1] == items.shape[1] == 64
 
 
 @pytest.mark.parametrize("method", ["vbpr", "mmgcn", "bm3"])

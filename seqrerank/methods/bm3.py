@@ -24,11 +24,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch_geometric.nn import LGConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from seqrerank.data.dataset import SequenceData
 from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures, require_features
-from seqrerank.graph import bipartite_adjacency, interaction_batches
+from seqrerank.graph import adjacency_t, interaction_batches
 from seqrerank.methods.base import Recommender
 
 
@@ -55,6 +57,8 @@ class BM3(Recommender):
         self.num_users = num_users
         self.dropout, self.reg_weight, self.cl_weight = dropout, reg_weight, cl_weight
         self.layers = layers
+        # Normalised already (gcn_norm in from_data): not again at every propagation.
+        self.conv = LGConv(normalize=False)
         self.register_buffer("adjacency", adjacency, persistent=False)
         self.user_embedding = nn.Embedding(num_users + 1, hidden)
         self.item_embedding = nn.Embedding(num_items + 1, hidden)
@@ -81,7 +85,8 @@ class BM3(Recommender):
         **params: Any,
     ) -> BM3:
         chosen = require_features(cls.__name__, features)
-        adjacency = bipartite_adjacency(data, normalization="symmetric")
+        num_nodes = data.num_users + data.num_items + 2
+        adjacency, _ = gcn_norm(adjacency_t(data), num_nodes=num_nodes, add_self_loops=False)
         return cls(data.num_items, data.num_users, chosen, adjacency, **params)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,7 +94,7 @@ class BM3(Recommender):
         x = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
         outputs = [x]
         for _ in range(self.layers):
-            x = self.adjacency @ x
+            x = self.conv(x, self.adjacency)
             outputs.append(x)
         nodes = torch.stack(outputs).mean(dim=0)
         users, items = nodes[: self.num_users + 1], nodes[self.num_users + 1 :]
