@@ -26,6 +26,7 @@ FEATURES = "results/{dataset}/features/{feature}.pt"
 LOGS = "results/{dataset}/logs"
 BENCHMARKS = "results/{dataset}/benchmarks"
 IMAGES = f"{DATA}/{IMAGES_FOLDER}"
+TINY_MODEL = "results/models/tiny-{kind}"
 
 
 def _one_of(names):
@@ -189,14 +190,27 @@ def item_inputs(dataset, method):
     return {key: path.format(dataset=dataset) for key, path in {**texts, **images}.items()}
 
 
+def checkpoint_input(model_name):
+    """A model that a rule of the workflow writes (the demo's tiny models) as a named input,
+    so that it is written first; a hub id or a path of the user's needs nothing."""
+    return {"checkpoint": model_name} if model_name.startswith(TINY_MODEL.split("{")[0]) else {}
+
+
 def method_inputs(method_wildcard):
     """Input function: what the job's method reads beside the dataset's standard files."""
 
     def inputs(wildcards):
         dataset, method = wildcards.dataset, getattr(wildcards, method_wildcard)
-        return {**feature_files(dataset, method), **item_inputs(dataset, method)}
+        model_name = model_params(config, method).get("model_name", "")
+        return {
+            **feature_files(dataset, method),
+            **item_inputs(dataset, method),
+            **checkpoint_input(model_name),
+        }
 
     return inputs
+
+
 def summary_settings(small):
     """Settings of the semantic-summary rule: the main summariser model, or the small one."""
     settings = dict(config["semantic_summaries"])

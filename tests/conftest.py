@@ -7,9 +7,11 @@ minutes, and every test that needs them only reads them.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ from seqrerank.data.dataset import SequenceData, as_dataset_files, load_sequence
 from seqrerank.data.prepare import prepare_dataset
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.features import ItemFeatures, load_feature_files
+from seqrerank.llm.tiny import TINY_MODELS as TINY_MODEL_KINDS
+from seqrerank.llm.tiny import save_tiny_model
 from seqrerank.methods.base import Recommender
 from seqrerank.model_files import build_model, load_model
 from seqrerank.pipeline import method_inputs
@@ -35,6 +39,17 @@ DEMO_CONFIG = yaml.safe_load((REPO / "config/demo.yaml").read_text())
 # The demo's tiny open_clip model (random weights, built from config: no download).
 TINY_CLIP = FeatureSettings(**DEMO_CONFIG["features"])
 SHARED = REPO.parent / "shared"
+# The tiny random-weight models as checkpoint folders (seqrerank.llm.tiny), as the demo's
+# tiny_model rule writes them; built once per session by the `tiny_models` fixture, which the
+# modules that load them use.
+TINY_MODELS = Path(tempfile.mkdtemp(prefix="seqrerank-tiny-models-"))
+
+
+def tiny_model(kind: str) -> str:
+    """The checkpoint folder of a tiny model (``qwen3``, ``qwen3vl``, ``blip2``, ``t5``)."""
+    return str(TINY_MODELS / f"tiny-{kind}")
+
+
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 # The demo dataset's filters in config/demo.yaml, at the generator's default size (1000 users; the
@@ -126,6 +141,14 @@ def run_snakemake(*args: str | Path, timeout: float = 120) -> subprocess.Complet
 def snakemake_cli():
     """:func:`run_snakemake`, for tests that call the real command line."""
     return run_snakemake
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> Iterator[Path]:
+    for kind in TINY_MODEL_KINDS:
+        save_tiny_model(kind, tiny_model(kind))
+    yield TINY_MODELS
+    shutil.rmtree(TINY_MODELS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import build, run_snakemake
+from conftest import build, run_snakemake, tiny_model
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from test_slurm import slurm_test_profile
@@ -40,7 +40,7 @@ USERS = 40  # of the demo's, with 10 ground-truth candidates each: a test-sized 
 TOP_K = 10
 # No LoRA dropout: one process and two draw different dropout masks for the same example.
 PARAMS = {
-    "model_name": "tiny",
+    "model_name": tiny_model("qwen3"),
     "max_history": 5,
     "max_item_tokens": 8,
     "score_batch_size": 4,
@@ -50,6 +50,9 @@ PARAMS = {
 # 16 users in batches of 5: parts of 2 and 3 examples, and a last batch of 1 that leaves rank 0
 # without an example.
 SETTINGS = TrainSettings(epochs=2, lr=1e-3, batch_size=5, patience=2, seed=3)
+
+
+pytestmark = pytest.mark.usefixtures("tiny_models")
 
 
 class Interrupted(Exception):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import tiny_model
 
 from seqrerank.data.dataset import load_items
 from seqrerank.data.images import ItemImages
@@ -22,8 +23,13 @@ from seqrerank.data.item_text import (
     write_item_texts,
 )
 
-CAPTIONS = CaptionSettings(model_name="tiny", batch_size=4, max_tokens=6)
-SUMMARIES = SummarySettings(model_name="tiny", batch_size=3, max_tokens=6, image_workers=2)
+CAPTIONS = CaptionSettings(model_name=tiny_model("blip2"), batch_size=4, max_tokens=6)
+SUMMARIES = SummarySettings(
+    model_name=tiny_model("qwen3vl"), batch_size=3, max_tokens=6, image_workers=2
+)
+
+
+pytestmark = pytest.mark.usefixtures("tiny_models")
 
 
 @pytest.fixture

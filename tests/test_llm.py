@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import build, load
+from conftest import build, load, tiny_model
 
 from seqrerank.candidates import CandidateTraining, RankedLists, sample_ground_truth
 from seqrerank.data.dataset import SequenceData
@@ -23,8 +23,16 @@ from seqrerank.methods.llm_reranker import LLMReranker
 from seqrerank.model_files import save_model
 from seqrerank.training import TrainSettings, fit
 
-TINY = {"model_name": "tiny", "max_history": 5, "max_item_tokens": 8, "score_batch_size": 16}
+TINY = {
+    "model_name": tiny_model("qwen3"),
+    "max_history": 5,
+    "max_item_tokens": 8,
+    "score_batch_size": 16,
+}
 VISION_MODES = ("raw_image", "caption", "semantic_summary", "semantic_summary_small")
+
+
+pytestmark = pytest.mark.usefixtures("tiny_models")
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +227,7 @@ def test_training_examples_hold_the_target_once_at_a_shuffled_position(
 
 @pytest.fixture(scope="module", params=VISION_MODES)
 def vision_model(request, demo_data: SequenceData, demo_with_texts: Path) -> LLMReranker:
-    params = {**TINY, "max_item_tokens": 32}
+    params = {**TINY, "model_name": tiny_model("qwen3vl"), "max_item_tokens": 32}
     return build(f"qwen3vl_{request.param}", demo_data, demo_with_texts, params, seed=0)
 
 
@@ -250,7 +258,7 @@ def test_a_text_mode_without_its_item_texts_says_which_rule_makes_them(
     demo_data: SequenceData, demo_dir: Path
 ) -> None:
     with pytest.raises(ValueError, match="no 'caption' column.*data rules"):
-        build("qwen3vl_caption", demo_data, demo_dir, TINY, seed=0)
+        build("qwen3vl_caption", demo_data, demo_dir, {**TINY, "model_name": tiny_model("qwen3vl")})
 
 
 def test_vision_batches_pad_on_the_left_and_score_like_single_prompts(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_SPEC
+from conftest import DEMO_SPEC, tiny_model
 
 from seqrerank import distributed
 from seqrerank.data.dataset import SequenceData
@@ -305,9 +305,10 @@ def test_a_retriever_on_changed_data_trains_from_scratch(tmp_path: Path) -> None
     assert without_timing(again) == without_timing(history)  # reused, not retrained
 
 
+@pytest.mark.usefixtures("tiny_models")
 def test_a_reranker_on_changed_candidates_trains_from_scratch(tmp_path: Path) -> None:
     data_dir = prepared_demo(tmp_path)
-    params = {"model_name": "tiny", "max_history": 3, "max_item_tokens": 6}
+    params = {"model_name": tiny_model("qwen3"), "max_history": 3, "max_item_tokens": 6}
     params |= {"max_candidates": 10, "train_users_per_epoch": 32}
     settings = TrainSettings(epochs=1, lr=1e-3, batch_size=16, patience=1, seed=0)
     histories = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build
+from conftest import build, tiny_model
 
 from seqrerank.candidates import CandidateTraining, sample_ground_truth
 from seqrerank.data.dataset import SequenceData
@@ -23,7 +23,10 @@ from seqrerank.model_files import save_model
 from seqrerank.training import TrainSettings, fit
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"model_name": "tiny", "max_history": 5, "score_batch_size": 16}
+TINY = {"model_name": tiny_model("t5"), "max_history": 5, "score_batch_size": 16}
+
+
+pytestmark = pytest.mark.usefixtures("tiny_models")
 
 
 @pytest.fixture(scope="module")

@@ -178,21 +178,15 @@ class Blip2Captioner:
 
     def __init__(self, settings: CaptionSettings):
         import torch
+        from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
         from seqrerank.distributed import device
-        from seqrerank.llm.tiny import TINY, tiny_blip2
 
-        if settings.model_name == TINY:
-            self.model, self.processor = tiny_blip2()
-        else:
-            from transformers import Blip2ForConditionalGeneration, Blip2Processor
-
-            dtype = torch.float16 if device().type == "cuda" else torch.float32
-            self.model = Blip2ForConditionalGeneration.from_pretrained(
-                settings.model_name, dtype=dtype
-            )
-            self.processor = Blip2Processor.from_pretrained(settings.model_name)
-        self.model = self.model.to(device()).eval()
+        dtype = torch.float16 if device().type == "cuda" else torch.float32
+        self.model = Blip2ForConditionalGeneration.from_pretrained(
+            settings.model_name, dtype=dtype, device_map={"": device()}
+        ).eval()
+        self.processor = Blip2Processor.from_pretrained(settings.model_name)
         self.max_tokens = settings.max_tokens
 
     def __call__(self, items: list[Item], images: list[Image.Image]) -> list[str]:

@@ -1,10 +1,14 @@
-"""Loading a language model by name and giving it a LoRA adapter.
+"""Loading pretrained weights, the one place that does: a language model by name with a LoRA
+adapter, and the T5 backbone of VIP5.
 
 The same call serves a tiny model on a CPU and a real Qwen on a GPU node: ``model_name`` is a
-hub id or local path (``Qwen/Qwen2.5-1.5B-Instruct``, ``/models/Qwen3-VL-2B-Instruct``), or
-``tiny`` for the random-weight models of :mod:`seqrerank.llm.tiny`. Unsloth and bitsandbytes are
-optional: they are imported only when the ``loader``/``use_quantization`` options ask for them, so
-the CPU environment never needs them (Unsloth cannot share an environment with transformers 5).
+hub id or a local checkpoint folder (``Qwen/Qwen2.5-1.5B-Instruct``,
+``/models/Qwen3-VL-2B-Instruct``, the demo's ``results/models/tiny-qwen3`` written by
+:mod:`seqrerank.llm.tiny`). The weights go to the job's device as they load
+(:func:`seqrerank.distributed.device`): a model in 4 bits cannot be moved afterwards. Unsloth and
+bitsandbytes are optional: they are imported only when the ``loader``/``use_quantization`` options
+ask for them, so the CPU environment never needs them (Unsloth cannot share an environment with
+transformers 5).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from typing import Any, Literal
 import torch
 
 from seqrerank.distributed import device
-from seqrerank.llm.tiny import TINY, tiny_causal_lm, tiny_vision_lm
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,6 @@ def load_pretrained(settings: LoadSettings) -> tuple[Any, Any]:
     """The base model, on the GPU when there is one, and its tokenizer or processor, padding
     on the left (so that in a batch every prompt ends at the last position)."""
     if uses_unsloth(settings.loader):
-        if settings.model_name == TINY:
-            raise ValueError("the tiny model is built by transformers; use loader 'transformers'")
         import unsloth  # noqa: F401 - patches transformers, so it comes first
 
         model, processor = _unsloth_class(settings).from_pretrained(
@@ -103,9 +104,6 @@ def load_with_lora(settings: LoadSettings) -> tuple[Any, Any]:
 
 
 def _load_transformers(settings: LoadSettings) -> tuple[Any, Any]:
-    if settings.model_name == TINY:
-        model, processor = tiny_vision_lm() if settings.vision else tiny_causal_lm()
-        return model.to(device()), processor
     from transformers import (
         AutoModelForCausalLM,
         AutoModelForImageTextToText,
@@ -120,12 +118,19 @@ def _load_transformers(settings: LoadSettings) -> tuple[Any, Any]:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
-    if device().type == "cuda":
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    kwargs["device_map"] = {"": device()}
     model_cls = AutoModelForImageTextToText if settings.vision else AutoModelForCausalLM
     model = model_cls.from_pretrained(settings.model_name, **kwargs)
     processor_cls = AutoProcessor if settings.vision else AutoTokenizer
     return model, processor_cls.from_pretrained(settings.model_name)
+
+
+def load_t5(model_name: str) -> tuple[Any, Any]:
+    """A T5 encoder-decoder and its tokenizer (VIP5's backbone), on the job's device."""
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    model = T5ForConditionalGeneration.from_pretrained(model_name, device_map={"": device()})
+    return model, AutoTokenizer.from_pretrained(model_name)
 
 
 def _unsloth_class(settings: LoadSettings) -> Any:

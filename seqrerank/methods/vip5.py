@@ -15,8 +15,8 @@ exactly as scoring does.
 
 The T5 weights are frozen; what trains is a bottleneck adapter after every attention,
 cross-attention and feed-forward sublayer, every T5 layer norm, and the visual MLP and its
-LayerNorm. Only those are saved: the backbone is rebuilt from its name (``tiny`` models from a
-fixed seed), so a checkpoint is small even for t5-base.
+LayerNorm. Only those are saved: the backbone is loaded again by its name or path, so a
+checkpoint is small even for t5-base.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from seqrerank.candidates import CandidateTraining
 from seqrerank.data.dataset import SequenceData
 from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures, require_features
-from seqrerank.llm.tiny import TINY, tiny_t5
+from seqrerank.llm.loading import load_t5
 from seqrerank.methods.base import Recommender
 
 IMAGE_PLACEHOLDER = "<extra_id_0>"
@@ -46,21 +46,6 @@ PROMPT = (
 
 # (users, histories, candidate pools, index of the target in each pool)
 Batch = tuple[list[int], list[np.ndarray], list[np.ndarray], torch.Tensor]
-
-
-def load_t5(model_name: str, tiny_config: Mapping[str, Any] | None) -> tuple[Any, Any]:
-    """A T5 and its tokenizer: by hub id or local path, or the random-weight ``tiny`` one
-    (``tiny_config``: its ``T5Config`` values, e.g. t5-small's shape for a GPU timing)."""
-    if model_name == TINY:
-        return tiny_t5(**(tiny_config or {}))
-    if tiny_config:
-        raise ValueError(f"tiny_config applies to model_name: {TINY} only, not {model_name}")
-    from transformers import AutoTokenizer, T5ForConditionalGeneration
-
-    return (
-        T5ForConditionalGeneration.from_pretrained(model_name),
-        AutoTokenizer.from_pretrained(model_name),
-    )
 
 
 class Adapter(nn.Module):
@@ -111,7 +96,6 @@ class VIP5(Recommender):
         num_items: int,
         image_features: torch.Tensor,
         model_name: str = "t5-small",
-        tiny_config: Mapping[str, Any] | None = None,
         max_history: int = 10,
         max_candidates: int | None = None,
         image_tokens: int = 2,
@@ -131,7 +115,7 @@ class VIP5(Recommender):
         self.max_candidates = max_candidates
         self.score_batch_size = score_batch_size
         self.train_users_per_epoch = train_users_per_epoch
-        self.t5, self.tokenizer = load_t5(model_name, tiny_config)
+        self.t5, self.tokenizer = load_t5(model_name)
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
         if self.image_token_id == self.tokenizer.unk_token_id:
             raise ValueError(f"{model_name}'s tokenizer has no {IMAGE_PLACEHOLDER} token")
