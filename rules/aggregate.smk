@@ -1,13 +1,13 @@
 rule aggregate:
     """The comparison table over the whole grid: results/<run>/comparison.{csv,md}."""
     input:
-        metrics=[cell["metrics"] for cell in grid_cells()],
-        ranks=[str(Path(cell["metrics"]).with_name("ranks.csv")) for cell in grid_cells()],
+        metrics=[cell.metrics for cell in GRID.cells()],
+        ranks=[cell.ranks for cell in GRID.cells()],
     output:
         csv=f"results/{RUN}/comparison.csv",
         markdown=f"results/{RUN}/comparison.md",
     params:
-        cells=[{k: v for k, v in cell.items() if k != "metrics"} for cell in grid_cells()],
+        cells=[cell.keys() for cell in GRID.cells()],
     log:
         f"results/{RUN}/logs/aggregate.log",
     benchmark:

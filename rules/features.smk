@@ -2,6 +2,7 @@ rule item_features:
     """An item feature of a dataset (CLIP image/text embeddings, sentence-encoder text
     embeddings, attribute multi-hots), computed once and shared by every method and seed."""
     input:
+        unpack(feature_models),
         **data_files("{dataset}"),
         images=feature_images,
     output:
@@ -9,6 +10,7 @@ rule item_features:
     params:
         modality="{feature}",
         settings=config["features"],
+        model_cache=GRID.model_cache(),
     log:
         f"{LOGS}/item_features_{{feature}}.log",
     benchmark:

@@ -11,11 +11,13 @@ rule caption_items:
     input:
         **data_files("{dataset}"),
         **checkpoint_input(config["captions"]["model_name"]),
+        **hub_input(config["captions"]["model_name"]),
         images=IMAGES,
     output:
         f"{DATA}/captions.csv",
     params:
         settings=config["captions"],
+        model_cache=GRID.model_cache(),
         cache_dir=f"{DATA}/cache/captions",
     log:
         f"{LOGS}/caption_items.log",
@@ -36,13 +38,14 @@ rule summarise_items:
     """Qwen3-VL semantic summaries of the items (image and title), by the configured model or,
     for semantic_summaries_small.csv, by the smaller one."""
     input:
-        unpack(lambda wildcards: checkpoint_input(summary_settings(wildcards.small)["model_name"])),
+        unpack(summariser_models),
         **data_files("{dataset}"),
         images=IMAGES,
     output:
         f"{DATA}/semantic_summaries{{small}}.csv",
     params:
-        settings=lambda wildcards: summary_settings(small=bool(wildcards.small)),
+        settings=lambda wildcards: GRID.summary_settings(small=bool(wildcards.small)),
+        model_cache=GRID.model_cache(),
         cache_dir=f"{DATA}/cache/semantic_summaries{{small}}",
     log:
         f"{LOGS}/summarise_items{{small}}.log",
@@ -59,27 +62,3 @@ rule summarise_items:
         container_image("vlm")
     script:
         "../workflow_scripts/summarise_items.py"
-
-
-rule tiny_model:
-    """A tiny random-weight model as a checkpoint folder (seqrerank.llm.tiny), for a config whose
-    model_name points to results/models/tiny-<kind> (the demo): built once, loaded by path."""
-    output:
-        directory(TINY_MODEL),
-    params:
-        kind="{kind}",
-        config=lambda wildcards: config["tiny_models"].get(wildcards.kind, {}),
-    wildcard_constraints:
-        kind="qwen3|qwen3vl|blip2|t5",
-    localrule: True
-    log:
-        "results/models/logs/tiny_model_{kind}.log",
-    threads: threads_of("tiny_model")
-    resources:
-        **resources_of("tiny_model", mem_mb=4000, runtime=10),
-    conda:
-        conda_env("llm")
-    containerized:
-        container_image("llm")
-    script:
-        "../workflow_scripts/tiny_model.py"

@@ -77,12 +77,12 @@ rule report_dataset:
 rule plot_training:
     """Loss and validation metric per epoch of every trained model, the best epoch marked."""
     input:
-        [model["history"] for model in trained_models()],
+        [figure["history"] for figure in training_figures()],
     output:
-        [model["figure"] for model in trained_models()],
+        [figure["figure"] for figure in training_figures()],
     params:
-        metrics=[model["metric"] for model in trained_models()],
-        titles=[model["title"] for model in trained_models()],
+        metrics=[figure["metric"] for figure in training_figures()],
+        titles=[figure["title"] for figure in training_figures()],
     log:
         f"results/{RUN}/logs/plot_training.log",
     threads: threads_of("plot_training")
@@ -99,13 +99,13 @@ rule plot_training:
 rule report_cells:
     """One page per cell: its metrics, how often the target is in its list, its models."""
     input:
-        metrics=[cell["metrics"] for cell in report_cells()],
-        models=sorted({m for cell in report_cells() for m in cell["models"].values()}),
-        histories=sorted({history_of(m) for c in report_cells() for m in c["models"].values()}),
+        metrics=[cell.metrics for cell in GRID.cells()],
+        models=[model.model for model in GRID.trained_models()],
+        histories=[model.history for model in GRID.trained_models()],
     output:
-        [cell["page"] for cell in report_cells()],
+        [cell["page"] for cell in cell_pages()],
     params:
-        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in report_cells()],
+        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
     log:
         f"results/{RUN}/logs/report_cells.log",
     threads: threads_of("report_cells")
@@ -120,9 +120,15 @@ rule report_cells:
 
 
 rule report_benchmarks:
-    """Runtime and peak memory of every job, from the rules' benchmark files."""
+    """Runtime and peak memory of every job, from the benchmark files the run wrote."""
     input:
-        grid_benchmarks(),
+        # Written when every job of the grid has run: their benchmark files are all there.
+        f"results/{RUN}/comparison.csv",
+    params:
+        folders=[
+            *(BENCHMARKS.format(dataset=dataset) for dataset in GRID.datasets),
+            f"results/{RUN}/benchmarks",
+        ],
     output:
         report(
             f"{REPORT}/benchmarks.html",
@@ -146,7 +152,7 @@ rule report_benchmarks:
 rule report_provenance:
     """The commit, packages, config, seeds and model files behind the run's tables."""
     input:
-        sorted({m for cell in report_cells() for m in cell["models"].values()}),
+        [model.model for model in GRID.trained_models()],
     output:
         report(
             f"{REPORT}/provenance.html",
@@ -156,15 +162,15 @@ rule report_provenance:
         ),
     params:
         config=config,
-        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in report_cells()],
+        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
         methods={
-            method: {"model": model_params(config, method)}
+            method: {"model": GRID.model_params(method)}
             | (
                 {}
                 if method_spec(method).trains_on == "nothing"
-                else {"training": training_settings(config, stage, method)}
+                else {"training": GRID.training_settings(stage, method)}
             )
-            for stage, methods in (("retrieval", RETRIEVERS), ("rerank", RERANKERS))
+            for stage, methods in (("retrieval", GRID.retrievers), ("rerank", GRID.rerankers))
             for method in methods
         },
         workflow_dir=workflow.basedir,

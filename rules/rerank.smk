@@ -12,6 +12,7 @@ rule train_reranker:
         method="{reranker}",
         model=params_of("reranker"),
         training=train_settings("rerank", "reranker"),
+        model_cache=GRID.model_cache(),
         checkpoint_dir=f"{RERANK_MODEL}/checkpoints",
         top_k=config["rerank"]["top_k"],
         processes=processes_of("train_reranker"),
@@ -19,9 +20,9 @@ rule train_reranker:
         f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.tsv"
-    threads: threads_of("train_reranker", 2)
+    threads: threads_of("train_reranker", 2, method="reranker")
     resources:
-        **resources_of("train_reranker", mem_mb=8000, runtime=240, several_gpus=True),
+        **resources_of("train_reranker", mem_mb=8000, runtime=240, method="reranker"),
     conda:
         conda_env("{reranker}")
     containerized:
@@ -44,15 +45,16 @@ rule rerank:
         ranks=f"{RERANK_CELL}/ranks.csv",
     params:
         top_k=config["rerank"]["top_k"],
+        model_cache=GRID.model_cache(),
         label="{reranker} reranking {mode} candidates ({retriever})",
         processes=processes_of("rerank"),
     log:
         f"{LOGS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.tsv"
-    threads: threads_of("rerank", 2)
+    threads: threads_of("rerank", 2, method="reranker")
     resources:
-        **resources_of("rerank", mem_mb=4000, runtime=60, several_gpus=True),
+        **resources_of("rerank", mem_mb=4000, runtime=60, method="reranker"),
     conda:
         conda_env("{reranker}")
     containerized:

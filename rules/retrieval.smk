@@ -20,9 +20,9 @@ rule train_retriever:
         f"{LOGS}/train_retriever_{{retriever}}_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/train_retriever_{{retriever}}_seed{{seed}}.tsv"
-    threads: threads_of("train_retriever", 2)
+    threads: threads_of("train_retriever", 2, method="retriever")
     resources:
-        **resources_of("train_retriever", mem_mb=8000, runtime=240),
+        **resources_of("train_retriever", mem_mb=8000, runtime=240, method="retriever"),
     conda:
         conda_env("{retriever}")
     containerized:

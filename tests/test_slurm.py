@@ -76,8 +76,14 @@ def slurm_run(cluster_env, tmp_path_factory: pytest.TempPathFactory):
         "item_features": {"threads": 1, "mem_mb": 1000},
     }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
-    (root / "slurm.yaml").write_text("cpu_partition: cpu\ngpu_partition: gpu\n")
-    env = {**snakemake_env(), **cluster_env, "SEQRERANK_SLURM_SETTINGS": str(root / "slurm.yaml")}
+    # The user's partitions, in the SLURM executor's partition file (docs/slurm.md).
+    partitions = {"partitions": {"cpu": {}, "gpu": {"max_gpu": 1}}}
+    (root / "partitions.yaml").write_text(yaml.safe_dump(partitions))
+    env = {
+        **snakemake_env(),
+        **cluster_env,
+        "SNAKEMAKE_SLURM_PARTITIONS": str(root / "partitions.yaml"),
+    }
     command = [
         "timeout", "-s", "KILL", str(TIMEOUT_SECONDS), str(SNAKEMAKE),
         "--profile", str(slurm_test_profile(root / "profile")),

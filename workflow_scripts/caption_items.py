@@ -1,9 +1,12 @@
 from seqrerank.console import configure_logging
 from seqrerank.data.dataset import dataset_inputs
 from seqrerank.data.item_text import CaptionSettings, write_item_texts
+from seqrerank.hub import use_cache
 from seqrerank.pipeline import use_threads
 
 configure_logging(snakemake.log[0])
+# Models load from the model cache, offline (the download_models rule fetched them).
+use_cache(snakemake.params.model_cache)
 use_threads(snakemake.threads)
 write_item_texts(
     dataset=dataset_inputs(snakemake.input),

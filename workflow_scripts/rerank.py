@@ -2,9 +2,12 @@ from seqrerank.console import configure_logging
 from seqrerank.data.dataset import dataset_inputs
 from seqrerank.distributed import Processes, launch
 from seqrerank.features import feature_inputs
+from seqrerank.hub import use_cache
 from seqrerank.pipeline import run_rerank
 
 configure_logging(snakemake.log[0])
+# Models load from the model cache, offline (the download_models rule fetched them).
+use_cache(snakemake.params.model_cache)
 launch(
     run_rerank,
     Processes(**snakemake.params.processes),

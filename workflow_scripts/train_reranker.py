@@ -2,10 +2,13 @@ from seqrerank.console import configure_logging
 from seqrerank.data.dataset import dataset_inputs
 from seqrerank.distributed import Processes, launch
 from seqrerank.features import feature_inputs
+from seqrerank.hub import use_cache
 from seqrerank.pipeline import RerankCandidates, run_reranker_training
 from seqrerank.training import TrainSettings
 
 configure_logging(snakemake.log[0])
+# Models load from the model cache, offline (the download_models rule fetched them).
+use_cache(snakemake.params.model_cache)
 candidates = None
 if hasattr(snakemake.input, "training_candidates"):  # a reranker trained on candidates
     candidates = RerankCandidates(

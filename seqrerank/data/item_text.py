@@ -181,12 +181,14 @@ class Blip2Captioner:
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
         from seqrerank.distributed import device
+        from seqrerank.hub import from_cache
 
         dtype = torch.float16 if device().type == "cuda" else torch.float32
-        self.model = Blip2ForConditionalGeneration.from_pretrained(
-            settings.model_name, dtype=dtype, device_map={"": device()}
-        ).eval()
-        self.processor = Blip2Processor.from_pretrained(settings.model_name)
+        with from_cache(settings.model_name):
+            self.model = Blip2ForConditionalGeneration.from_pretrained(
+                settings.model_name, dtype=dtype, device_map={"": device()}
+            ).eval()
+            self.processor = Blip2Processor.from_pretrained(settings.model_name)
         self.max_tokens = settings.max_tokens
 
     def __call__(self, items: list[Item], images: list[Image.Image]) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 
 from seqrerank.distributed import device
+from seqrerank.hub import from_cache
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,12 @@ def load_pretrained(settings: LoadSettings) -> tuple[Any, Any]:
     if uses_unsloth(settings.loader):
         import unsloth  # noqa: F401 - patches transformers, so it comes first
 
-        model, processor = _unsloth_class(settings).from_pretrained(
-            settings.model_name,
-            load_in_4bit=settings.use_quantization,
-            device_map={"": torch.cuda.current_device()},
-        )
+        with from_cache(settings.model_name):
+            model, processor = _unsloth_class(settings).from_pretrained(
+                settings.model_name,
+                load_in_4bit=settings.use_quantization,
+                device_map={"": torch.cuda.current_device()},
+            )
         log.info("loaded %s with Unsloth", settings.model_name)
     else:
         model, processor = _load_transformers(settings)
@@ -120,17 +122,19 @@ def _load_transformers(settings: LoadSettings) -> tuple[Any, Any]:
         )
     kwargs["device_map"] = {"": device()}
     model_cls = AutoModelForImageTextToText if settings.vision else AutoModelForCausalLM
-    model = model_cls.from_pretrained(settings.model_name, **kwargs)
     processor_cls = AutoProcessor if settings.vision else AutoTokenizer
-    return model, processor_cls.from_pretrained(settings.model_name)
+    with from_cache(settings.model_name):
+        model = model_cls.from_pretrained(settings.model_name, **kwargs)
+        return model, processor_cls.from_pretrained(settings.model_name)
 
 
 def load_t5(model_name: str) -> tuple[Any, Any]:
     """A T5 encoder-decoder and its tokenizer (VIP5's backbone), on the job's device."""
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-    model = T5ForConditionalGeneration.from_pretrained(model_name, device_map={"": device()})
-    return model, AutoTokenizer.from_pretrained(model_name)
+    with from_cache(model_name):
+        model = T5ForConditionalGeneration.from_pretrained(model_name, device_map={"": device()})
+        return model, AutoTokenizer.from_pretrained(model_name)
 
 
 def _unsloth_class(settings: LoadSettings) -> Any:

@@ -114,11 +114,11 @@ def write_cell(cell: dict, metrics_path: Path, models: dict[str, Path], page_pat
     )
 
 
-def write_benchmarks(benchmark_paths: Sequence[Path], page_path: Path) -> None:
-    """Wall time, CPU time and peak memory of every job, from the rules' ``benchmark:`` files
-    (``results/<dataset or run>/benchmarks/<job>.tsv``)."""
+def write_benchmarks(folders: Sequence[Path], page_path: Path) -> None:
+    """Wall time, CPU time and peak memory of every job, from the ``benchmark:`` files the run
+    wrote (``results/<dataset or run>/benchmarks/<job>.tsv``, in ``folders``)."""
     rows = []
-    for path in map(Path, benchmark_paths):
+    for path in sorted(p for folder in map(Path, folders) for p in folder.glob("*.tsv")):
         measured = pd.read_csv(path, sep="\t").iloc[-1]
         rows.append(
             {
