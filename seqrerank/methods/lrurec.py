@@ -39,13 +39,21 @@ class LRULayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lamb = torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """The layer's output at every position, or with ``last_only`` at the last one alone
+        [batch, dim]: the state ``h_T = sum_t lambda^(T-t) u_t`` as one weighted sum, which is
+        what scoring needs from the last layer (a third of the time of the scan)."""
+        log_lambda = torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
         # The recurrence runs in complex64 also under bf16 autocast (there is no bf16 complex).
         real, imag = self.in_proj(x).float().chunk(2, dim=-1)
         # Zeroing the left padding's inputs keeps it out of the state: no reset is needed.
-        h = torch.complex(real, imag) * torch.exp(self.gamma_log) * mask.unsqueeze(-1)
-        h = parallel_scan(h, lamb)
+        u = torch.complex(real, imag) * torch.exp(self.gamma_log) * mask.unsqueeze(-1)
+        if last_only:
+            steps_back = torch.arange(u.shape[1] - 1, -1, -1, device=u.device)
+            h = (u * torch.exp(steps_back[:, None] * log_lambda)).sum(dim=1)
+            x = x[:, -1]
+        else:
+            h = parallel_scan(u, torch.exp(log_lambda))
         y = self.out_proj(torch.cat([h.real, h.imag], dim=-1))
         return self.norm(x + self.dropout(y))
 
@@ -95,12 +103,15 @@ class LRURec(Recommender):
         # first epochs only shrink them.
         nn.init.trunc_normal_(self.item_embedding.weight, std=0.02)
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """Hidden state after every position of left-padded ``items`` [batch, length]."""
+    def encode(self, items: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden state after every position of left-padded ``items`` [batch, length], or with
+        ``last_only`` after the last position alone [batch, hidden] (the last block then
+        computes nothing else)."""
         mask = (items > 0).float()
         x = self.embedding_dropout(self.embedding_norm(self.item_embedding(items)))
-        for lru, feed_forward in zip(self.lru_layers, self.feed_forwards, strict=True):
-            x = feed_forward(lru(x, mask))
+        blocks = list(zip(self.lru_layers, self.feed_forwards, strict=True))
+        for block, (lru, feed_forward) in enumerate(blocks, 1):
+            x = feed_forward(lru(x, mask, last_only=last_only and block == len(blocks)))
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -128,4 +139,4 @@ class LRURec(Recommender):
         return total / (len(inputs) * self.labels_per_window)
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.encode(histories[:, -self.max_len :])[:, -1])
+        return self.logits(self.encode(histories[:, -self.max_len :], last_only=True))
