@@ -116,14 +116,16 @@ def test_a_training_example_draws_its_answer_as_the_reference_does(vip5: VIP5) -
     assert {shown[0] for shown in no} == {40, 41, 43}
 
 
-def test_each_epoch_trains_on_one_template_of_each_family_per_user(
+def test_each_epoch_trains_on_prompts_of_each_family_for_every_user(
     demo_data: SequenceData, demo_dir: Path, image: dict
 ) -> None:
-    model = build("vip5", demo_data, demo_dir, {**TINY, "train_users_per_epoch": 50}, 0, image)
     task = CandidateTraining(demo_data, sample_ground_truth(demo_data, "train", 19, seed=0))
-    batches = list(model.training_batches(task, 16, torch.Generator().manual_seed(0)))
-    sources = [source for batch in batches for source in batch[0]]
-    assert len(sources) == 2 * 50
+    for prompts in (1, 3):
+        params = {**TINY, "train_users_per_epoch": 50, "prompts_per_family": prompts}
+        model = build("vip5", demo_data, demo_dir, params, 0, image)
+        batches = list(model.training_batches(task, 16, torch.Generator().manual_seed(0)))
+        sources = [source for batch in batches for source in batch[0]]
+        assert len(sources) == 2 * prompts * 50
     used = {name for name, t in TEMPLATES.items() for s in sources if _fills(t.source, s)}
     assert {name[0] for name in used} == {"A", "B"}
     assert not used & {"A-9", "B-8"}  # the reference's unseen test prompts

@@ -171,6 +171,7 @@ class VIP5(Recommender):
         adapter_reduction: int = 8,
         score_batch_size: int = 16,
         train_users_per_epoch: int | None = None,
+        prompts_per_family: int = 1,
     ):
         """``image_features`` [num_items + 1, dim] are the items' CLIP image embeddings (zeros
         for an item without an image). ``item_titles`` (indexed by item id; None when there are
@@ -182,7 +183,8 @@ class VIP5(Recommender):
         many minus one of the list's other items, and scoring scores the first
         ``max_candidates`` of each list, those after them keeping their incoming order below.
         ``train_users_per_epoch`` trains each epoch on that many users drawn afresh (all when
-        None)."""
+        None), each with ``prompts_per_family`` seq2seq examples of each family (the reference
+        draws 10: 5 for each of its two groups of templates of a family)."""
         super().__init__()
         unknown = sorted({*train_templates, score_template} - set(TEMPLATES))
         if unknown:
@@ -202,6 +204,7 @@ class VIP5(Recommender):
         self.max_candidates = max_candidates
         self.score_batch_size = score_batch_size
         self.train_users_per_epoch = train_users_per_epoch
+        self.prompts_per_family = prompts_per_family
         self.item_titles = list(item_titles) if item_titles is not None else None
         self.t5, self.tokenizer = load_t5(model_name)
         if not self.tokenizer.is_fast:
@@ -457,6 +460,7 @@ class VIP5(Recommender):
         drawn = [
             self.training_example(template, users[row], *examples[row], generator)
             for row in chosen.tolist()
+            for _ in range(self.prompts_per_family)
             for template in self._draw_templates(generator)
         ]
         for idx in index_batches(len(drawn), batch_size, generator):
