@@ -27,7 +27,7 @@ from conftest import build, load, tiny_model
 from seqrerank.candidates import CandidateTraining, RankedLists, sample_ground_truth
 from seqrerank.data.dataset import SequenceData
 from seqrerank.features import FeatureError
-from seqrerank.methods.vip5 import TEMPLATES, VIP5, WHOLE_WORDS
+from seqrerank.methods.vip5 import TEMPLATES, VIP5, WHOLE_WORDS, whole_word_ids
 from seqrerank.model_files import save_model
 from seqrerank.training import TrainSettings, fit
 
@@ -172,6 +172,35 @@ def test_the_pieces_of_one_id_share_one_whole_word_embedding(vip5: VIP5) -> None
         vip5.whole_word_embeddings(torch.tensor(words[1:5])),
         vip5.whole_word_embeddings.weight[2].expand(4, -1),
     )
+
+
+def test_whole_word_ids_follow_the_references_rule_on_a_sentencepiece_tokenizer() -> None:
+    """The reference numbers words at every ``▁`` piece and every placeholder of T5's
+    SentencePiece tokens; the offsets rule gives the same ids on a Metaspace tokenizer (T5's
+    fast tokenizer's pre-tokenizer), lone ``▁`` pieces included."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "</s>", "<unk>", "<extra_id_0>"]
+    pieces = ["▁", "▁user", "_", "12", "34", "▁12", "▁5", "▁,", "▁Here", "▁is", "▁:"]
+    vocab = [(p, 0.0) for p in special] + [(p, -1.0) for p in pieces]
+    model = Tokenizer(models.Unigram(vocab + [(c, -5.0) for c in "aeHirsu:,"], unk_id=2))
+    model.add_special_tokens(special)
+    model.pre_tokenizer = pre_tokenizers.Metaspace()
+    model.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, eos_token="</s>")
+    text = f"Here is user_1234 : 5 {PHOTO} , 1234 {PHOTO}"
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    tokens = tokenizer.convert_ids_to_tokens(encoded.input_ids)
+    assert tokens[2:6] == ["▁user", "_", "12", "34"]
+    reference, word = [], 0
+    for token in tokens[:-1]:
+        word += token.startswith("▁") or token == "<extra_id_0>"
+        reference.append(word)
+    ours = whole_word_ids(text, encoded.offset_mapping, encoded.input_ids, 3, {0, 1})
+    assert ours == [*reference, 0]
 
 
 def test_a_prompt_longer_than_the_whole_word_table_fails_clearly(vip5: VIP5) -> None:
