@@ -4,7 +4,10 @@
 
 rule tiny_model:
     """A tiny random-weight model as a checkpoint folder (seqrerank.llm.tiny), for a config whose
-    model_name points to results/models/tiny-<kind> (the demo): built once, loaded by path."""
+    model_name points to results/models/tiny-<kind> (the demo): built once, loaded by path, and
+    built again when the code that builds it changes."""
+    input:
+        Path(workflow.basedir, "seqrerank/llm/tiny.py"),
     output:
         directory(TINY_MODEL),
     params:

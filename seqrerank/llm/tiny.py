@@ -231,14 +231,24 @@ def tiny_blip2():
 # T5's special tokens at T5's ids (pad 0, end of sequence 1, unknown 2), then its first sentinel,
 # which VIP5 uses as the placeholder of a visual token.
 T5_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<extra_id_0>"]
-# Whole-word tokens: VIP5's id prefixes and prompt words, so that a prompt is about as long as
-# with T5's own vocabulary (any other word is spelled in characters).
+# Whole-word tokens: the words of VIP5's prompts (its sequential and direct templates, the id
+# prefixes, the answers), so that a prompt is about as long as with T5's own vocabulary (any other
+# word is spelled in characters).
 T5_WORDS = (
-    "user", "item", "has", "bought", "pick", "the", "most", "suitable", "from", "candidates",
-    "to", "recommend", "next",
+    "user", "item", "given", "following", "purchase", "purchased", "history", "list", "of",
+    "predict", "next", "possible", "to", "be", "by", "the", "find", "wonder", "what", "is",
+    "recommend", "recommendation", "can", "you", "help", "me", "decide", "here", "try", "for",
+    "based", "on", "likely", "has", "does", "buy", "according", "whether", "will", "interact",
+    "with", "shall", "we", "do", "think", "it", "good", "would", "like", "some", "items",
+    "choice", "which", "choose", "best", "from", "candidates", "pick", "most", "suitable", "and",
+    "want", "make", "select", "these", "yes", "no", "unknown", "title",
 )  # fmt: skip
 T5_WHOLE_NUMBERS = 1000
-T5_CONFIG = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4)
+# No dropout: in a random model it drowns what the prompt tells the decoder (see sharpen_attention).
+T5_CONFIG = dict(
+    d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4, dropout_rate=0.0
+)
+T5_QUERY_SCALE = 4.0
 
 
 @functools.cache
@@ -282,7 +292,22 @@ def tiny_t5(**config: Any):
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return T5ForConditionalGeneration(config), tokenizer
+        model = T5ForConditionalGeneration(config)
+    sharpen_attention(model, T5_QUERY_SCALE)
+    return model, tokenizer
+
+
+def sharpen_attention(model: Any, scale: float) -> None:
+    """Multiply every attention's query weights by ``scale``. At T5's initialisation every head
+    attends almost uniformly (its attention logits have a standard deviation of about 1), so a
+    frozen random T5 passes the decoder little more than the mean of the prompt, and adapters
+    on it learn little; a pretrained T5's heads attend selectively."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, T5Attention):
+                module.q.weight.mul_(scale)
 
 
 TINY_MODELS = {
