@@ -4,6 +4,7 @@
 import re
 from pathlib import Path
 
+from seqrerank.data.layout import DEMO_CATEGORY, IMAGES_FOLDER
 from seqrerank.grid import (
     BENCHMARKS,
     DATA,
@@ -114,8 +115,13 @@ def container_image(env):
 # ---- input functions ----------------------------------------------------------------------------
 
 
-def raw_inputs(wildcards):
-    return GRID.raw_inputs(wildcards.dataset)
+def raw_files(wildcards):
+    return GRID.raw_files(wildcards.dataset)
+
+
+def raw_sources(wildcards):
+    """The raw files a dataset's image download reads: all but the images."""
+    return {k: v for k, v in GRID.raw_files(wildcards.dataset).items() if k != "images"}
 
 
 def download_source(wildcards):

@@ -4,6 +4,9 @@ rule download_raw:
         f"{RAW}/{{filename}}",
     params:
         source=download_source,
+    wildcard_constraints:
+        dataset=_one_of(GRID.sources_of("amazon")),
+        filename=_one_of(n for d in GRID.datasets for n in config["datasets"][d].get("download", {})),
     log:
         f"{LOGS}/download_{{filename}}.log",
     benchmark:
@@ -20,16 +23,63 @@ rule download_raw:
         "../workflow_scripts/download.py"
 
 
+rule generate_demo:
+    """The built-in demo's raw files (Amazon's format, images as files)."""
+    output:
+        ratings=f"{RAW}/ratings_{DEMO_CATEGORY}.csv",
+        meta=f"{RAW}/meta_{DEMO_CATEGORY}.json.gz",
+        images=directory(f"{RAW}/{IMAGES_FOLDER}"),
+    params:
+        generator=lambda wildcards: config["datasets"][wildcards.dataset].get("synthetic", {}),
+    wildcard_constraints:
+        dataset=_one_of(GRID.sources_of("synthetic")),
+    log:
+        f"{LOGS}/generate_demo.log",
+    threads: threads_of("generate_demo")
+    resources:
+        **resources_of("generate_demo"),
+    conda:
+        conda_env("data")
+    containerized:
+        container_image("data")
+    script:
+        "../workflow_scripts/generate_demo.py"
+
+
+rule download_images:
+    """The images of the items a dataset keeps, from its metadata's image URLs. A local rule: it
+    runs where Snakemake runs (the login node, online), so no compute job touches the network."""
+    input:
+        unpack(raw_sources),
+    output:
+        directory(f"{RAW}/{IMAGES_FOLDER}"),
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
+    wildcard_constraints:
+        dataset=_one_of(GRID.sources_of("amazon")),
+    localrule: True
+    log:
+        f"{LOGS}/download_images.log",
+    threads: threads_of("download_images")
+    resources:
+        **resources_of("download_images", runtime=240),
+    conda:
+        conda_env("data")
+    containerized:
+        container_image("data")
+    script:
+        "../workflow_scripts/download_images.py"
+
+
 rule prepare_data:
     """Filters, k-core, reindexing, leave-one-out split, item table and stats of a dataset."""
     input:
-        unpack(raw_inputs),
+        unpack(raw_files),
     output:
         **data_files("{dataset}"),
         images=directory(IMAGES),
     params:
         spec=lambda wildcards: config["datasets"][wildcards.dataset],
-        raw_dir=RAW,
     log:
         f"{LOGS}/prepare_data.log",
     benchmark:

@@ -100,8 +100,8 @@ rule report_cells:
     """One page per cell: its metrics, how often the target is in its list, its models."""
     input:
         metrics=[cell.metrics for cell in GRID.cells()],
-        models=[model.model for model in GRID.trained_models()],
-        histories=[model.history for model in GRID.trained_models()],
+        models=[model.model for model in GRID.models()],
+        histories=[model.history for model in GRID.models()],
     output:
         [cell["page"] for cell in cell_pages()],
     params:
@@ -152,7 +152,7 @@ rule report_benchmarks:
 rule report_provenance:
     """The commit, packages, config, seeds and model files behind the run's tables."""
     input:
-        [model.model for model in GRID.trained_models()],
+        [model.model for model in GRID.models()],
     output:
         report(
             f"{REPORT}/provenance.html",

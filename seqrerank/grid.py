@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from seqrerank.config import model_params, training_settings
-from seqrerank.data.dataset import DATASET_FILES, IMAGES_FOLDER, ITEM_TEXT_FILES
+from seqrerank.data.layout import DATASET_FILES, DEMO_CATEGORY, IMAGES_FOLDER, ITEM_TEXT_FILES
 from seqrerank.hub import HUB_MODELS, clip_model_id, default_cache, is_hub_id
 from seqrerank.registry import FEATURE_SOURCES, MODALITIES, method_spec
 
@@ -148,15 +148,18 @@ class Grid:
             models["rerank"] = self.reranker_model(cell.dataset, cell.reranker, source, cell.seed)
         return models
 
-    def trained_models(self) -> list[TrainedModel]:
-        """Every model the grid trains, once (popularity does not train)."""
+    def models(self) -> list[TrainedModel]:
+        """Every model of the grid's cells, once (popularity's too: a file of its counts)."""
         models = {
             model.folder: model
             for cell in self.cells()
             for model in self.cell_models(cell).values()
-            if method_spec(model.method).trains_on != "nothing"
         }
         return list(models.values())
+
+    def trained_models(self) -> list[TrainedModel]:
+        """Every model the grid trains (popularity does not)."""
+        return [m for m in self.models() if method_spec(m.method).trains_on != "nothing"]
 
     def cell_model(self, dataset: str, reranker: str, mode: str, retriever: str, seed) -> str:
         check_cell(reranker, mode, retriever)
@@ -229,17 +232,36 @@ class Grid:
             )
         return {f"{m}_features": FEATURES.format(dataset=dataset, feature=m) for m in chosen}
 
-    def raw_inputs(self, dataset: str) -> dict[str, str]:
-        """The raw files a dataset is prepared from: downloaded ones, or local paths."""
+    def raw_files(self, dataset: str) -> dict[str, str]:
+        """The raw files a dataset is prepared from, by role (``seqrerank.data.prepare.RawFiles``):
+        local paths from the config, files the download_raw rule fetches (their Amazon names say
+        their role), the demo's generated files, and the item images: a local ``images_dir``,
+        or those the download_images rule fetches from the metadata's image URLs."""
         spec = self.config["datasets"][dataset]
-        files = {
-            f"download{i}": f"{RAW}/{name}".format(dataset=dataset)
-            for i, name in enumerate(spec.get("download", {}))
-        }
-        for key in ("ratings", "reviews", "meta", "path", "attributes"):
-            if key in spec:
-                files[key] = spec[key]
+        raw = RAW.format(dataset=dataset)
+        if spec["source"] == "synthetic":
+            return {
+                "ratings": f"{raw}/ratings_{DEMO_CATEGORY}.csv",
+                "meta": f"{raw}/meta_{DEMO_CATEGORY}.json.gz",
+                "images": f"{raw}/{IMAGES_FOLDER}",
+            }
+        if spec["source"] == "sequences":
+            files = {"sequences": spec["path"]}
+        else:
+            files = {key: spec[key] for key in ("ratings", "reviews", "meta") if key in spec}
+            for name in spec.get("download", {}):
+                files[name.split("_", 1)[0]] = f"{raw}/{name}"
+        if "attributes" in spec:
+            files["attributes"] = spec["attributes"]
+        if spec.get("images_dir"):
+            files["images"] = spec["images_dir"]
+        elif spec["use_image"] and spec["source"] == "amazon":
+            files["images"] = f"{raw}/{IMAGES_FOLDER}"
         return files
+
+    def sources_of(self, kind: str) -> list[str]:
+        """The datasets of a source kind (``synthetic``, ``amazon``, ``sequences``)."""
+        return [d for d in self.datasets if self.config["datasets"][d]["source"] == kind]
 
     def feature_models(self, feature: str) -> list[str]:
         """The pretrained encoders of an item feature (none for attributes)."""

@@ -18,8 +18,8 @@ import pytest
 from conftest import UNRESOLVABLE_URL, serving
 from PIL import Image
 
-from seqrerank.data import prepare_dataset
 from seqrerank.data.dataset import load_sequences
+from seqrerank.data.prepare import prepare_dataset
 from seqrerank.data.sources import (
     DataFormatError,
     download,

@@ -19,9 +19,9 @@ from conftest import DEMO_CONFIG, TINY_CLIP, UNRESOLVABLE_URL, build, serving
 from PIL import Image
 
 from seqrerank import encoders
-from seqrerank.data import prepare_dataset
 from seqrerank.data.dataset import SequenceData
 from seqrerank.data.images import ImageDownloadError, fetch_image
+from seqrerank.data.prepare import prepare_dataset
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.evaluation import evaluate, retrieve
 from seqrerank.features import FeatureError, ItemFeatures, load_item_features

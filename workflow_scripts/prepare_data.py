@@ -1,13 +1,6 @@
-from pathlib import Path
-
 from seqrerank.console import configure_logging
-from seqrerank.data.prepare import prepare_dataset
+from seqrerank.data.dataset import dataset_inputs
+from seqrerank.data.prepare import prepare, raw_inputs
 
 configure_logging(snakemake.log[0])
-spec = snakemake.params.spec
-prepare_dataset(
-    spec,
-    raw_dir=snakemake.params.raw_dir,
-    out_dir=Path(snakemake.output.train).parent,
-    seed=spec.get("synthetic", {}).get("seed", 42),
-)
+prepare(snakemake.params.spec, raw_inputs(snakemake.input), dataset_inputs(snakemake.output))

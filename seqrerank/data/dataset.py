@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seqrerank.data.layout import DATASET_FILES, IMAGES_FOLDER, ITEM_TEXT_FILES
+
 SPLITS = ("train", "val", "test")
 EVAL_SPLITS = ("val", "test")
 
@@ -75,23 +77,6 @@ class SequenceData:
             np.append(seq, [v, t])
             for seq, v, t in zip(self.train, self.val, self.test, strict=True)
         ]
-
-
-# The files of a prepared dataset (written by seqrerank.data.prepare), by role.
-DATASET_FILES = {
-    "train": "train.txt",
-    "val": "val.txt",
-    "test": "test.txt",
-    "items": "items.csv",
-    "stats": "stats.json",
-}
-IMAGES_FOLDER = "images"
-# Item texts that data rules generate into their own files beside items.csv (column -> file).
-ITEM_TEXT_FILES = {
-    "caption": "captions.csv",
-    "semantic_summary": "semantic_summaries.csv",
-    "semantic_summary_small": "semantic_summaries_small.csv",
-}
 
 
 @dataclass(frozen=True)

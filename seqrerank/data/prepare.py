@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import pandas as pd
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from seqrerank.data.dataset import IMAGES_FOLDER
+from seqrerank.data.dataset import IMAGES_FOLDER, DatasetFiles
 from seqrerank.data.images import MAX_IMAGE_SIDE, ImageDownloadError, fetch_images, to_rgb
 from seqrerank.data.sources import (
     read_amazon_meta,
@@ -36,7 +36,6 @@ from seqrerank.data.sources import (
     read_reviews_json,
     read_sequences,
 )
-from seqrerank.data.synthetic import CATEGORY as DEMO_CATEGORY
 from seqrerank.data.synthetic import generate_demo
 from seqrerank.io import atomic_path, write_json, write_text
 
@@ -53,27 +52,53 @@ class Source:
     images_dir: Path | None
 
 
+@dataclass(frozen=True)
+class RawFiles:
+    """The raw files a dataset is prepared from, by role (the workflow names each one)."""
+
+    ratings: Path | None = None
+    """Amazon ``ratings_<Category>.csv``."""
+    reviews: Path | None = None
+    """Amazon ``reviews_<Category>_5.json[.gz]`` (when there is no ratings file)."""
+    meta: Path | None = None
+    """Amazon ``meta_<Category>.json[.gz]``."""
+    sequences: Path | None = None
+    """A ``user item item ...`` sequence file."""
+    attributes: Path | None = None
+    """Item -> attribute ids JSON, beside a sequence file."""
+    images: Path | None = None
+    """A folder of ``<original item id>.<ext>`` images."""
+
+
+def raw_inputs(named: Mapping[str, Any]) -> RawFiles:
+    """The raw files among a workflow rule's named inputs (named by role)."""
+    roles = {f.name for f in fields(RawFiles)}
+    return RawFiles(**{role: Path(path) for role, path in named.items() if role in roles})
+
+
 def prepare_dataset(
     spec: dict[str, Any], raw_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int = 42
 ) -> dict[str, Any]:
-    """Read the source described by ``spec``, write the prepared dataset, return its stats.
+    """Prepare the dataset ``spec`` describes from a folder of raw files into ``out_dir``, all in
+    one call, for the tests and benchmarks: the demo data is generated into ``raw_dir``, the raw
+    files are found there by their Amazon names (or taken from the paths in ``spec``), and with
+    ``use_image`` the images are downloaded (the workflow does each of these in its own rule)."""
+    raw_dir = Path(raw_dir)
+    raw = find_raw_files(spec, raw_dir, seed)
+    if spec.get("use_image") and raw.images is None:
+        raw = replace(raw, images=fetch_item_images(spec, raw, raw_dir / IMAGES_FOLDER))
+    return prepare(spec, raw, DatasetFiles.in_folder(out_dir, images=True))
 
-    Relative paths in ``spec`` are taken from the working directory. ``seed`` only seeds the
-    synthetic generator (unless ``spec["synthetic"]`` sets one); the preparation itself is
-    deterministic. ``missing_images`` counts the kept items without a usable image (0 when the
-    source has no images at all), ``missing_text`` those without text.
-    """
-    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
-    source = load_source(spec, raw_dir, seed)
-    filters = {
-        "min_rating": float(spec.get("min_rating", 0.0)),
-        "min_uc": int(spec.get("min_uc", 5)),
-        "min_sc": int(spec.get("min_sc", 5)),
-        "require_title": bool(spec.get("require_title", False)),
-        "drop_repeats": spec.get("repeats", "drop") == "drop",
-    }
+
+def prepare(spec: dict[str, Any], raw: RawFiles, out: DatasetFiles) -> dict[str, Any]:
+    """Read the raw files, write the prepared dataset to ``out`` (its images into the folder
+    ``out.images``), return its stats. The preparation is deterministic. ``missing_images``
+    counts the kept items without a usable image (0 when the source has no images at all),
+    ``missing_text`` those without text."""
+    source = load_source(spec, raw)
+    filters = dataset_filters(spec)
     interactions, steps = filter_interactions(source.interactions, source.meta, **filters)
-    found = find_images(source, interactions["item"].unique(), raw_dir, spec)
+    found = find_images(source, interactions["item"].unique(), spec)
     # With require_image, items whose image turns out unreadable are dropped and the filters
     # rerun (k-core may drop more), until every kept item has an image.
     usable = set(found) if spec.get("require_image") else None
@@ -83,7 +108,7 @@ def prepare_dataset(
                 source.interactions, source.meta, **filters, image_items=usable
             )
         interactions, original_items = reindex(interactions)
-        images = prepare_images(original_items, found, out_dir)
+        images = prepare_images(original_items, found, Path(out.images))
         unreadable = {item for item, image in zip(original_items, images, strict=True) if not image}
         if usable is None or not unreadable:
             break
@@ -95,9 +120,9 @@ def prepare_dataset(
     if missing_images:
         log.warning("%d of %d items have no usable image", missing_images, len(items))
 
-    (out_dir / IMAGES_FOLDER).mkdir(parents=True, exist_ok=True)  # a declared output, also empty
-    write_splits(out_dir, sequences)
-    with atomic_path(out_dir / "items.csv") as tmp:
+    Path(out.images).mkdir(parents=True, exist_ok=True)  # a declared output, also when empty
+    write_splits(out, sequences)
+    with atomic_path(out.items) as tmp:
         items.to_csv(tmp, index=False)
     stats = {
         "users": len(sequences),
@@ -110,10 +135,10 @@ def prepare_dataset(
         "filters": steps,
         "source": spec["source"],
     }
-    write_json(out_dir / "stats.json", stats)
+    write_json(out.stats, stats)
     log.info(
         "prepared %s: %d users, %d items, %d interactions",
-        out_dir,
+        out.items.parent,
         stats["users"],
         stats["items"],
         stats["interactions"],
@@ -121,56 +146,73 @@ def prepare_dataset(
     return stats
 
 
+def dataset_filters(spec: dict[str, Any]) -> dict[str, Any]:
+    """The filter settings of a dataset, with their defaults."""
+    return {
+        "min_rating": float(spec.get("min_rating", 0.0)),
+        "min_uc": int(spec.get("min_uc", 5)),
+        "min_sc": int(spec.get("min_sc", 5)),
+        "require_title": bool(spec.get("require_title", False)),
+        "drop_repeats": spec.get("repeats", "drop") == "drop",
+    }
+
+
 # --- Sources ------------------------------------------------------------------------------
 
 
-def load_source(spec: dict[str, Any], raw_dir: Path, seed: int) -> Source:
-    images_dir = _existing(spec["images_dir"], "images_dir") if spec.get("images_dir") else None
+def find_raw_files(spec: dict[str, Any], raw_dir: Path, seed: int = 42) -> RawFiles:
+    """The raw files of ``spec`` (paths in it are taken from the working directory), or for the
+    Amazon files it does not name, those in ``raw_dir`` with Amazon's names; the demo data is
+    generated into ``raw_dir`` first."""
+    images = _existing(spec["images_dir"], "images_dir") if spec.get("images_dir") else None
     kind = spec["source"]
-    if kind == "amazon":
-        return _load_amazon(spec, raw_dir, spec["category"], images_dir)
     if kind == "sequences":
-        interactions = read_sequences(_existing(spec["path"], "path"))
-        meta = None
-        if spec.get("attributes"):
-            meta = read_item_attributes(_existing(spec["attributes"], "attributes"))
-            meta = meta.assign(title="", text="", image_url="")
-        return Source(interactions, meta, images_dir)
+        attributes = _existing(spec["attributes"], "attributes") if spec.get("attributes") else None
+        return RawFiles(sequences=_existing(spec["path"], "path"), attributes=attributes)
     if kind == "synthetic":
         log.info("generating the demo data in %s", raw_dir)
-        generate_demo(raw_dir, **{"seed": seed, **(spec.get("synthetic") or {})})
-        return _load_amazon({}, raw_dir, DEMO_CATEGORY, raw_dir / "images")
-    raise ValueError(f"unknown dataset source {kind!r}; expected amazon, sequences or synthetic")
-
-
-def _load_amazon(
-    spec: dict[str, Any], raw_dir: Path, category: str, images_dir: Path | None
-) -> Source:
-    if spec.get("ratings"):
-        interactions = read_ratings_csv(_existing(spec["ratings"], "ratings"))
-    elif spec.get("reviews"):
-        interactions = read_reviews_json(_existing(spec["reviews"], "reviews"))
-    else:
-        path = _first_existing(
-            raw_dir,
-            [
-                f"ratings_{category}.csv",
-                f"reviews_{category}_5.json.gz",
-                f"reviews_{category}_5.json",
-            ],
-            "`ratings` (a ratings CSV) or `reviews` (a reviews JSON file)",
-        )
-        reader = read_ratings_csv if path.suffix == ".csv" else read_reviews_json
-        interactions = reader(path)
-    log.info("read %d interactions", len(interactions))
+        demo = generate_demo(raw_dir, **{"seed": seed, **(spec.get("synthetic") or {})})
+        return RawFiles(ratings=demo.ratings, meta=demo.meta, images=demo.images)
+    if kind != "amazon":
+        raise ValueError(f"unknown dataset source {kind!r}; expected amazon, sequences, synthetic")
+    category = spec["category"]
+    named = {key: _existing(spec[key], key) for key in ("ratings", "reviews") if key in spec}
     if spec.get("meta"):
-        meta_path = _existing(spec["meta"], "meta")
-    else:
+        named["meta"] = _existing(spec["meta"], "meta")
+    if not {"ratings", "reviews"} & set(named):
+        names = [f"ratings_{category}.csv", *(f"reviews_{category}_5.json{z}" for z in (".gz", ""))]
+        interactions = _first_existing(
+            raw_dir, names, "`ratings` (a ratings CSV) or `reviews` (a reviews JSON file)"
+        )
+        named["ratings" if interactions.suffix == ".csv" else "reviews"] = interactions
+    if "meta" not in named:
         names = [f"meta_{category}.json.gz", f"meta_{category}.json"]
-        meta_path = _first_existing(raw_dir, names, "`meta`")
-    meta = read_amazon_meta(meta_path, items=set(interactions["item"].unique()))
-    log.info("read metadata of %d items from %s", len(meta), meta_path)
-    return Source(interactions, meta, images_dir)
+        named["meta"] = _first_existing(raw_dir, names, "`meta`")
+    return RawFiles(**named, images=images)
+
+
+def load_source(spec: dict[str, Any], raw: RawFiles) -> Source:
+    if raw.sequences is not None:
+        interactions = read_sequences(raw.sequences)
+        meta = None
+        if raw.attributes is not None:
+            meta = read_item_attributes(raw.attributes)
+            meta = meta.assign(title="", text="", image_url="")
+        return Source(interactions, meta, raw.images)
+    if raw.ratings is not None:
+        interactions = read_ratings_csv(raw.ratings)
+    elif raw.reviews is not None:
+        interactions = read_reviews_json(raw.reviews)
+    else:
+        raise ValueError(
+            f"dataset source {spec['source']!r} needs a ratings, reviews or sequence file"
+        )
+    log.info("read %d interactions", len(interactions))
+    if raw.meta is None:
+        raise ValueError("an Amazon dataset needs its metadata file (`meta`)")
+    meta = read_amazon_meta(raw.meta, items=set(interactions["item"].unique()))
+    log.info("read metadata of %d items from %s", len(meta), raw.meta)
+    return Source(interactions, meta, raw.images)
 
 
 def _existing(path: str | os.PathLike, key: str) -> Path:
@@ -336,12 +378,12 @@ def user_sequences(df: pd.DataFrame) -> list[np.ndarray]:
     return np.split(df["item_id"].to_numpy(), starts)
 
 
-def write_splits(out_dir: Path, sequences: list[np.ndarray]) -> None:
+def write_splits(out: DatasetFiles, sequences: list[np.ndarray]) -> None:
     """Leave-one-out: the last item is the test target, the one before it the validation one."""
     train = [f"{u} {' '.join(map(str, seq[:-2]))}\n" for u, seq in enumerate(sequences, 1)]
-    write_text(out_dir / "train.txt", "".join(train))
-    write_text(out_dir / "val.txt", "".join(f"{u} {s[-2]}\n" for u, s in enumerate(sequences, 1)))
-    write_text(out_dir / "test.txt", "".join(f"{u} {s[-1]}\n" for u, s in enumerate(sequences, 1)))
+    write_text(out.train, "".join(train))
+    write_text(out.val, "".join(f"{u} {s[-2]}\n" for u, s in enumerate(sequences, 1)))
+    write_text(out.test, "".join(f"{u} {s[-1]}\n" for u, s in enumerate(sequences, 1)))
 
 
 # --- Items and images ---------------------------------------------------------------------
@@ -364,46 +406,58 @@ def item_table(
 
 
 def find_images(
-    source: Source, candidates: Collection[str], raw_dir: Path, spec: dict[str, Any]
+    source: Source, candidates: Collection[str], spec: dict[str, Any]
 ) -> dict[str, Path]:
-    """The image file of each candidate item (original id) that has one: from ``images_dir``,
-    and with ``use_image`` downloaded from its image URL when it has no local image."""
+    """The image file of each candidate item (original id) that has one in the source's
+    images folder; with ``use_image``, an error when no item has one."""
     found = _index_images(source.images_dir) if source.images_dir else {}
     found = {item: found[item] for item in candidates if item in found}
-    if spec.get("use_image"):
-        urls = {}
-        if source.meta is not None:
-            urls = source.meta.drop_duplicates("item").set_index("item")["image_url"].to_dict()
-        missing = {item: urls[item] for item in candidates if item not in found and urls.get(item)}
-        if not found and not missing:
-            raise ValueError(
-                "use_image is set but no item has an image: give the dataset an `images_dir` "
-                "of <item id>.<ext> files, or metadata with image URLs (imUrl)"
-            )
-        fetched, failed = fetch_images(missing, raw_dir / "images")
-        found |= fetched
-        if not found:  # offline, most likely: say so here, not as a missing feature later
-            example = min(failed.values())
-            raise ImageDownloadError(
-                f"use_image is set but all {len(failed)} image downloads into "
-                f"{raw_dir / 'images'} failed (e.g. {example}), so no item has an image. Run "
-                "the data preparation where the image URLs are reachable, or give the dataset "
-                "an `images_dir` of <item id>.<ext> files, or set use_image: false"
-            )
+    if spec.get("use_image") and not found:
+        raise ValueError(
+            "use_image is set but no item has an image: give the dataset an `images_dir` "
+            "of <item id>.<ext> files, or metadata with image URLs (imUrl)"
+        )
     absent = len(candidates) - len(found)
     if found and absent:
         log.warning("%d of %d items have no image file", absent, len(candidates))
     return found
 
 
-def prepare_images(original_items: list[str], found: dict[str, Path], out_dir: Path) -> list[str]:
-    """Convert each item's image to ``images/<item_id>.png``; return paths relative to out_dir
-    ("" for items without a readable image)."""
+def fetch_item_images(spec: dict[str, Any], raw: RawFiles, dest: Path) -> Path:
+    """Download into ``dest`` the image of every item that the dataset's filters keep, from
+    the image URLs of its metadata (the workflow's download_images rule; the rest of the
+    preparation never touches the network). Returns ``dest``."""
+    source = load_source(spec, raw)
+    interactions, _ = filter_interactions(source.interactions, source.meta, **dataset_filters(spec))
+    urls = {}
+    if source.meta is not None:
+        urls = source.meta.drop_duplicates("item").set_index("item")["image_url"].to_dict()
+    wanted = {item: urls[item] for item in interactions["item"].unique() if urls.get(item)}
+    if not wanted:
+        raise ValueError(
+            "use_image is set but no item has an image: give the dataset an `images_dir` "
+            "of <item id>.<ext> files, or metadata with image URLs (imUrl)"
+        )
+    fetched, failed = fetch_images(wanted, dest)
+    if not fetched:  # offline, most likely: say so here, not as a missing feature later
+        example = min(failed.values())
+        raise ImageDownloadError(
+            f"use_image is set but all {len(failed)} image downloads into {dest} failed "
+            f"(e.g. {example}), so no item has an image. Run the download where the image "
+            "URLs are reachable, or give the dataset an `images_dir` of <item id>.<ext> "
+            "files, or set use_image: false"
+        )
+    return dest
+
+
+def prepare_images(original_items: list[str], found: dict[str, Path], folder: Path) -> list[str]:
+    """Convert each item's image to ``<item_id>.png`` in ``folder``; return the item table's
+    paths, ``images/<item_id>.png`` ("" for items without a readable image)."""
     paths = []
     for item_id, original in enumerate(original_items, 1):
-        relative = f"{IMAGES_FOLDER}/{item_id}.png"
         src = found.get(original)
-        paths.append(relative if src and convert_image(src, out_dir / relative) else "")
+        converted = src and convert_image(src, folder / f"{item_id}.png")
+        paths.append(f"{IMAGES_FOLDER}/{item_id}.png" if converted else "")
     return paths
 
 

@@ -19,15 +19,15 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from seqrerank.data.layout import DEMO_CATEGORY as CATEGORY
 from seqrerank.io import atomic_path
 
-CATEGORY = "Demo"
 IMAGE_SIZE = 64
 RARE_FRACTION = 0.05  # items seen 1-3 times in total: the k-core filter removes them
 UNTITLED_FRACTION = 0.03  # items without a title, reached by popularity jumps only
@@ -211,8 +211,24 @@ def build_catalog(seed: int = 42, num_items: int = 300, num_categories: int = 8)
     )
 
 
+@dataclass(frozen=True)
+class DemoFiles:
+    ratings: Path
+    meta: Path
+    images: Path
+
+    @classmethod
+    def in_folder(cls, raw_dir: str | os.PathLike) -> DemoFiles:
+        raw_dir = Path(raw_dir)
+        return cls(
+            ratings=raw_dir / f"ratings_{CATEGORY}.csv",
+            meta=raw_dir / f"meta_{CATEGORY}.json.gz",
+            images=raw_dir / "images",
+        )
+
+
 def generate_demo(
-    raw_dir: str | os.PathLike,
+    out: DemoFiles | str | os.PathLike,
     seed: int = 42,
     num_users: int = 1000,
     num_items: int = 300,
@@ -220,15 +236,17 @@ def generate_demo(
     min_length: int = 5,
     max_length: int = 20,
     p_next: float = 0.6,
-) -> None:
-    """Write ``ratings_Demo.csv``, ``meta_Demo.json.gz`` and ``images/<asin>.png`` to raw_dir."""
+) -> DemoFiles:
+    """Write the demo's ratings CSV, metadata and ``<asin>.png`` images: to ``out``'s files, or
+    as ``ratings_Demo.csv``, ``meta_Demo.json.gz`` and ``images/`` into the folder ``out``."""
     if num_users < 1:
         raise ValueError(f"num_users must be at least 1, got {num_users}")
     if not 2 <= min_length <= max_length:
         raise ValueError(f"need 2 <= min_length <= max_length, got {min_length}, {max_length}")
     if not 0 <= p_next <= 1 - P_SAME_CATEGORY:
         raise ValueError(f"p_next must be between 0 and {1 - P_SAME_CATEGORY}, got {p_next}")
-    raw_dir = Path(raw_dir)
+    files = DemoFiles(*map(Path, astuple(out))) if isinstance(out, DemoFiles) else None
+    files = files or DemoFiles.in_folder(out)
     catalog = build_catalog(seed, num_items, num_categories)
     _, user_rng, content_rng = _rngs(seed)
     histories = [
@@ -236,10 +254,11 @@ def generate_demo(
     ]
     _add_rare_items(catalog, user_rng, histories)
     user_ids = [f"A{n:012d}" for n in user_rng.choice(10**12, size=num_users, replace=False)]
-    _write_ratings(raw_dir / f"ratings_{CATEGORY}.csv", catalog, user_ids, histories, user_rng)
-    _write_meta(raw_dir / f"meta_{CATEGORY}.json.gz", catalog, content_rng)
+    _write_ratings(files.ratings, catalog, user_ids, histories, user_rng)
+    _write_meta(files.meta, catalog, content_rng)
     for item, asin in enumerate(catalog.asins):
-        _write_image(raw_dir / "images" / f"{asin}.png", catalog, item, content_rng)
+        _write_image(files.images / f"{asin}.png", catalog, item, content_rng)
+    return files
 
 
 def _rngs(seed: int) -> list[np.random.Generator]:
