@@ -6,18 +6,18 @@ rule aggregate:
     output:
         csv=f"results/{RUN}/comparison.csv",
         markdown=f"results/{RUN}/comparison.md",
-    params:
-        cells=[cell.keys() for cell in GRID.cells()],
     log:
         f"results/{RUN}/logs/aggregate.log",
     benchmark:
         f"results/{RUN}/benchmarks/aggregate.tsv"
-    threads: threads_of("aggregate")
-    resources:
-        **resources_of("aggregate", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
         container_image("report")
+    threads: threads_of("aggregate")
+    resources:
+        **resources_of("aggregate", mem_mb=1000, runtime=10),
+    params:
+        cells=[cell.keys() for cell in GRID.cells()],
     script:
         "../workflow_scripts/aggregate.py"

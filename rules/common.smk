@@ -148,7 +148,9 @@ def feature_models(wildcards):
 
 
 def method_inputs(method_wildcard):
-    return lambda wildcards: GRID.method_inputs(wildcards.dataset, getattr(wildcards, method_wildcard))
+    return lambda wildcards: GRID.method_inputs(
+        wildcards.dataset, getattr(wildcards, method_wildcard)
+    )
 
 
 def reranker_training_inputs(wildcards):

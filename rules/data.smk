@@ -2,23 +2,25 @@ rule download_raw:
     """Fetch a raw Amazon file (clusters with internet): resumable, checksum-verified."""
     output:
         f"{RAW}/{{filename}}",
-    params:
-        source=download_source,
-    wildcard_constraints:
-        dataset=_one_of(GRID.sources_of("amazon")),
-        filename=_one_of(n for d in GRID.datasets for n in config["datasets"][d].get("download", {})),
     log:
         f"{LOGS}/download_{{filename}}.log",
     benchmark:
         f"{BENCHMARKS}/download_{{filename}}.tsv"
-    threads: threads_of("download_raw")
-    resources:
-        **resources_of("download_raw", runtime=120),
+    wildcard_constraints:
+        dataset=_one_of(GRID.sources_of("amazon")),
+        filename=_one_of(
+            n for d in GRID.datasets for n in config["datasets"][d].get("download", {})
+        ),
     retries: 3
     conda:
         conda_env("data")
     containerized:
         container_image("data")
+    threads: threads_of("download_raw")
+    resources:
+        **resources_of("download_raw", runtime=120),
+    params:
+        source=download_source,
     script:
         "../workflow_scripts/download.py"
 
@@ -29,19 +31,19 @@ rule generate_demo:
         ratings=f"{RAW}/ratings_{DEMO_CATEGORY}.csv",
         meta=f"{RAW}/meta_{DEMO_CATEGORY}.json.gz",
         images=directory(f"{RAW}/{IMAGES_FOLDER}"),
-    params:
-        generator=lambda wildcards: config["datasets"][wildcards.dataset].get("synthetic", {}),
-    wildcard_constraints:
-        dataset=_one_of(GRID.sources_of("synthetic")),
     log:
         f"{LOGS}/generate_demo.log",
-    threads: threads_of("generate_demo")
-    resources:
-        **resources_of("generate_demo"),
+    wildcard_constraints:
+        dataset=_one_of(GRID.sources_of("synthetic")),
     conda:
         conda_env("data")
     containerized:
         container_image("data")
+    threads: threads_of("generate_demo")
+    resources:
+        **resources_of("generate_demo"),
+    params:
+        generator=lambda wildcards: config["datasets"][wildcards.dataset].get("synthetic", {}),
     script:
         "../workflow_scripts/generate_demo.py"
 
@@ -53,20 +55,20 @@ rule download_images:
         unpack(raw_sources),
     output:
         directory(f"{RAW}/{IMAGES_FOLDER}"),
-    params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
+    log:
+        f"{LOGS}/download_images.log",
     wildcard_constraints:
         dataset=_one_of(GRID.sources_of("amazon")),
     localrule: True
-    log:
-        f"{LOGS}/download_images.log",
-    threads: threads_of("download_images")
-    resources:
-        **resources_of("download_images", runtime=240),
     conda:
         conda_env("data")
     containerized:
         container_image("data")
+    threads: threads_of("download_images")
+    resources:
+        **resources_of("download_images", runtime=240),
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
         "../workflow_scripts/download_images.py"
 
@@ -78,19 +80,19 @@ rule prepare_data:
     output:
         **data_files("{dataset}"),
         images=directory(IMAGES),
-    params:
-        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     log:
         f"{LOGS}/prepare_data.log",
     benchmark:
         f"{BENCHMARKS}/prepare_data.tsv"
-    threads: threads_of("prepare_data")
-    resources:
-        **resources_of("prepare_data", mem_mb=4000),
     conda:
         conda_env("data")
     containerized:
         container_image("data")
+    threads: threads_of("prepare_data")
+    resources:
+        **resources_of("prepare_data", mem_mb=4000),
+    params:
+        spec=lambda wildcards: config["datasets"][wildcards.dataset],
     script:
         "../workflow_scripts/prepare_data.py"
 
@@ -101,18 +103,18 @@ rule ground_truth_candidates:
         **data_files("{dataset}"),
     output:
         GROUND_TRUTH,
-    params:
-        negatives=config["rerank"]["negatives"],
     log:
         f"{LOGS}/ground_truth_candidates_seed{{seed}}.log",
     benchmark:
         f"{BENCHMARKS}/ground_truth_candidates_seed{{seed}}.tsv"
-    threads: threads_of("ground_truth_candidates")
-    resources:
-        **resources_of("ground_truth_candidates", mem_mb=2000, runtime=30),
     conda:
         conda_env("retrieval")
     containerized:
         container_image("retrieval")
+    threads: threads_of("ground_truth_candidates")
+    resources:
+        **resources_of("ground_truth_candidates", mem_mb=2000, runtime=30),
+    params:
+        negatives=config["rerank"]["negatives"],
     script:
         "../workflow_scripts/ground_truth_candidates.py"

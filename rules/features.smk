@@ -7,20 +7,20 @@ rule item_features:
         images=feature_images,
     output:
         FEATURES,
-    params:
-        modality="{feature}",
-        settings=config["features"],
-        model_cache=GRID.model_cache(),
     log:
         f"{LOGS}/item_features_{{feature}}.log",
     benchmark:
         f"{BENCHMARKS}/item_features_{{feature}}.tsv"
-    threads: threads_of("item_features", 2)
-    resources:
-        **resources_of("item_features", mem_mb=8000, runtime=120),
     conda:
         conda_env("data")
     containerized:
         container_image("data")
+    threads: threads_of("item_features", 2)
+    resources:
+        **resources_of("item_features", mem_mb=8000, runtime=120),
+    params:
+        modality="{feature}",
+        settings=config["features"],
+        model_cache=GRID.model_cache(),
     script:
         "../workflow_scripts/item_features.py"

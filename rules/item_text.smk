@@ -15,21 +15,21 @@ rule caption_items:
         images=IMAGES,
     output:
         f"{DATA}/captions.csv",
-    params:
-        settings=config["captions"],
-        model_cache=GRID.model_cache(),
-        cache_dir=f"{DATA}/cache/captions",
     log:
         f"{LOGS}/caption_items.log",
     benchmark:
         f"{BENCHMARKS}/caption_items.tsv"
-    threads: threads_of("caption_items", 2)
-    resources:
-        **resources_of("caption_items", mem_mb=16000, runtime=240),
     conda:
         conda_env(CAPTION_ENV)
     containerized:
         container_image(CAPTION_ENV)
+    threads: threads_of("caption_items", 2)
+    resources:
+        **resources_of("caption_items", mem_mb=16000, runtime=240),
+    params:
+        settings=config["captions"],
+        model_cache=GRID.model_cache(),
+        cache_dir=f"{DATA}/cache/captions",
     script:
         "../workflow_scripts/caption_items.py"
 
@@ -43,22 +43,22 @@ rule summarise_items:
         images=IMAGES,
     output:
         f"{DATA}/semantic_summaries{{small}}.csv",
-    params:
-        settings=lambda wildcards: GRID.summary_settings(small=bool(wildcards.small)),
-        model_cache=GRID.model_cache(),
-        cache_dir=f"{DATA}/cache/semantic_summaries{{small}}",
     log:
         f"{LOGS}/summarise_items{{small}}.log",
     benchmark:
         f"{BENCHMARKS}/summarise_items{{small}}.tsv"
     wildcard_constraints:
         small="(_small)?",
-    threads: threads_of("summarise_items", 2)
-    resources:
-        **resources_of("summarise_items", mem_mb=32000, runtime=480),
     conda:
         conda_env("vlm")
     containerized:
         container_image("vlm")
+    threads: threads_of("summarise_items", 2)
+    resources:
+        **resources_of("summarise_items", mem_mb=32000, runtime=480),
+    params:
+        settings=lambda wildcards: GRID.summary_settings(small=bool(wildcards.small)),
+        model_cache=GRID.model_cache(),
+        cache_dir=f"{DATA}/cache/semantic_summaries{{small}}",
     script:
         "../workflow_scripts/summarise_items.py"

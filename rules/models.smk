@@ -10,21 +10,21 @@ rule tiny_model:
         Path(workflow.basedir, "seqrerank/llm/tiny.py"),
     output:
         directory(TINY_MODEL),
-    params:
-        kind="{kind}",
-        config=lambda wildcards: config["tiny_models"].get(wildcards.kind, {}),
+    log:
+        "results/models/logs/tiny_model_{kind}.log",
     wildcard_constraints:
         kind="qwen3|qwen3vl|blip2|t5",
     localrule: True
-    log:
-        "results/models/logs/tiny_model_{kind}.log",
-    threads: threads_of("tiny_model")
-    resources:
-        **resources_of("tiny_model", mem_mb=4000, runtime=10),
     conda:
         conda_env("llm")
     containerized:
         container_image("llm")
+    threads: threads_of("tiny_model")
+    resources:
+        **resources_of("tiny_model", mem_mb=4000, runtime=10),
+    params:
+        kind="{kind}",
+        config=lambda wildcards: config["tiny_models"].get(wildcards.kind, {}),
     script:
         "../workflow_scripts/tiny_model.py"
 
@@ -35,19 +35,19 @@ rule download_models:
     and the jobs, on compute nodes that are often offline, load them from the cache."""
     output:
         HUB_MODELS,
-    params:
-        models=GRID.hub_models(),
-        cache=GRID.model_cache(),
-    localrule: True
     log:
         "results/models/logs/download_models.log",
-    threads: threads_of("download_models")
-    resources:
-        **resources_of("download_models", mem_mb=4000, runtime=240),
     retries: 2
+    localrule: True
     conda:
         conda_env("data")
     containerized:
         container_image("data")
+    threads: threads_of("download_models")
+    resources:
+        **resources_of("download_models", mem_mb=4000, runtime=240),
+    params:
+        models=GRID.hub_models(),
+        cache=GRID.model_cache(),
     script:
         "../workflow_scripts/download_models.py"

@@ -27,17 +27,17 @@ rule report_comparison:
             )
             for metric in REPORT_METRICS
         ],
-    params:
-        metrics=REPORT_METRICS,
     log:
         f"results/{RUN}/logs/report_comparison.log",
-    threads: threads_of("report_comparison")
-    resources:
-        **resources_of("report_comparison", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
         container_image("report")
+    threads: threads_of("report_comparison")
+    resources:
+        **resources_of("report_comparison", mem_mb=1000, runtime=10),
+    params:
+        metrics=REPORT_METRICS,
     script:
         "../workflow_scripts/report_comparison.py"
 
@@ -63,13 +63,13 @@ rule report_dataset:
         ),
     log:
         f"{LOGS}/report_dataset.log",
-    threads: threads_of("report_dataset")
-    resources:
-        **resources_of("report_dataset", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
         container_image("report")
+    threads: threads_of("report_dataset")
+    resources:
+        **resources_of("report_dataset", mem_mb=1000, runtime=10),
     script:
         "../workflow_scripts/report_dataset.py"
 
@@ -80,18 +80,18 @@ rule plot_training:
         [figure["history"] for figure in training_figures()],
     output:
         [figure["figure"] for figure in training_figures()],
-    params:
-        metrics=[figure["metric"] for figure in training_figures()],
-        titles=[figure["title"] for figure in training_figures()],
     log:
         f"results/{RUN}/logs/plot_training.log",
-    threads: threads_of("plot_training")
-    resources:
-        **resources_of("plot_training", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
         container_image("report")
+    threads: threads_of("plot_training")
+    resources:
+        **resources_of("plot_training", mem_mb=1000, runtime=10),
+    params:
+        metrics=[figure["metric"] for figure in training_figures()],
+        titles=[figure["title"] for figure in training_figures()],
     script:
         "../workflow_scripts/plot_training.py"
 
@@ -104,17 +104,17 @@ rule report_cells:
         histories=[model.history for model in GRID.models()],
     output:
         [cell["page"] for cell in cell_pages()],
-    params:
-        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
     log:
         f"results/{RUN}/logs/report_cells.log",
-    threads: threads_of("report_cells")
-    resources:
-        **resources_of("report_cells", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
         container_image("report")
+    threads: threads_of("report_cells")
+    resources:
+        **resources_of("report_cells", mem_mb=1000, runtime=10),
+    params:
+        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
     script:
         "../workflow_scripts/report_cells.py"
 
@@ -124,11 +124,6 @@ rule report_benchmarks:
     input:
         # Written when every job of the grid has run: their benchmark files are all there.
         f"results/{RUN}/comparison.csv",
-    params:
-        folders=[
-            *(BENCHMARKS.format(dataset=dataset) for dataset in GRID.datasets),
-            f"results/{RUN}/benchmarks",
-        ],
     output:
         report(
             f"{REPORT}/benchmarks.html",
@@ -138,13 +133,18 @@ rule report_benchmarks:
         ),
     log:
         f"results/{RUN}/logs/report_benchmarks.log",
-    threads: threads_of("report_benchmarks")
-    resources:
-        **resources_of("report_benchmarks", mem_mb=1000, runtime=10),
     conda:
         conda_env("report")
     containerized:
         container_image("report")
+    threads: threads_of("report_benchmarks")
+    resources:
+        **resources_of("report_benchmarks", mem_mb=1000, runtime=10),
+    params:
+        folders=[
+            *(BENCHMARKS.format(dataset=dataset) for dataset in GRID.datasets),
+            f"results/{RUN}/benchmarks",
+        ],
     script:
         "../workflow_scripts/report_benchmarks.py"
 
@@ -160,6 +160,15 @@ rule report_provenance:
             category="Run",
             labels={"result": "provenance"},
         ),
+    log:
+        f"results/{RUN}/logs/report_provenance.log",
+    conda:
+        conda_env("report")
+    containerized:
+        container_image("report")
+    threads: threads_of("report_provenance")
+    resources:
+        **resources_of("report_provenance", mem_mb=1000, runtime=10),
     params:
         config=config,
         cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
@@ -174,14 +183,5 @@ rule report_provenance:
             for method in methods
         },
         workflow_dir=workflow.basedir,
-    log:
-        f"results/{RUN}/logs/report_provenance.log",
-    threads: threads_of("report_provenance")
-    resources:
-        **resources_of("report_provenance", mem_mb=1000, runtime=10),
-    conda:
-        conda_env("report")
-    containerized:
-        container_image("report")
     script:
         "../workflow_scripts/report_provenance.py"

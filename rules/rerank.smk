@@ -8,6 +8,17 @@ rule train_reranker:
     output:
         model=f"{RERANK_MODEL}/model.pt",
         history=f"{RERANK_MODEL}/history.json",
+    log:
+        f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.tsv"
+    conda:
+        conda_env("{reranker}")
+    containerized:
+        container_image("{reranker}")
+    threads: threads_of("train_reranker", 2, method="reranker")
+    resources:
+        **resources_of("train_reranker", mem_mb=8000, runtime=240, method="reranker"),
     params:
         method="{reranker}",
         model=params_of("reranker"),
@@ -16,17 +27,6 @@ rule train_reranker:
         checkpoint_dir=f"{RERANK_MODEL}/checkpoints",
         top_k=config["rerank"]["top_k"],
         processes=processes_of("train_reranker"),
-    log:
-        f"{LOGS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.log",
-    benchmark:
-        f"{BENCHMARKS}/train_reranker_{{reranker}}_{{source}}_seed{{seed}}.tsv"
-    threads: threads_of("train_reranker", 2, method="reranker")
-    resources:
-        **resources_of("train_reranker", mem_mb=8000, runtime=240, method="reranker"),
-    conda:
-        conda_env("{reranker}")
-    containerized:
-        container_image("{reranker}")
     script:
         "../workflow_scripts/train_reranker.py"
 
@@ -43,21 +43,21 @@ rule rerank:
         reranked=f"{RERANK_CELL}/reranked.csv",
         metrics=f"{RERANK_CELL}/metrics.json",
         ranks=f"{RERANK_CELL}/ranks.csv",
+    log:
+        f"{LOGS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.tsv"
+    conda:
+        conda_env("{reranker}")
+    containerized:
+        container_image("{reranker}")
+    threads: threads_of("rerank", 2, method="reranker")
+    resources:
+        **resources_of("rerank", mem_mb=4000, runtime=60, method="reranker"),
     params:
         top_k=config["rerank"]["top_k"],
         model_cache=GRID.model_cache(),
         label="{reranker} reranking {mode} candidates ({retriever})",
         processes=processes_of("rerank"),
-    log:
-        f"{LOGS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.log",
-    benchmark:
-        f"{BENCHMARKS}/rerank_{{reranker}}_{{mode}}_{{retriever}}_seed{{seed}}.tsv"
-    threads: threads_of("rerank", 2, method="reranker")
-    resources:
-        **resources_of("rerank", mem_mb=4000, runtime=60, method="reranker"),
-    conda:
-        conda_env("{reranker}")
-    containerized:
-        container_image("{reranker}")
     script:
         "../workflow_scripts/rerank.py"

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import environments
 import pytest
 import yaml
 from snakemake.api import SnakemakeApi
@@ -18,7 +19,6 @@ from snakemake.settings.types import (
     ResourceSettings,
 )
 
-from seqrerank import environments
 from seqrerank.registry import RERANKERS, RETRIEVERS
 
 REPO = Path(__file__).resolve().parents[1]

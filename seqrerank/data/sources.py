@@ -369,7 +369,9 @@ def download(
 
     The data goes to ``<dest>.part`` (a fixed name, unlike seqrerank.io's temp files, so an
     interrupted download can be resumed) and is renamed onto ``dest`` only once complete and
-    verified. An existing ``dest`` is only checked, so this works offline.
+    verified. An existing ``dest`` is only checked, so this works offline. Written here rather
+    than with pooch or Snakemake's http storage plugin: neither resumes a partial download, and
+    the Amazon metadata files are gigabytes on links that drop.
     """
     dest = Path(dest)
     if dest.exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the repository, where seqrerank/ is
 PACKAGE = "seqrerank"
 
 
