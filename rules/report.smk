@@ -77,9 +77,9 @@ rule report_dataset:
 rule plot_training:
     """Loss and validation metric per epoch of every trained model, the best epoch marked."""
     input:
-        [figure["history"] for figure in training_figures()],
+        [figure["history"] for figure in TRAINING_FIGURES],
     output:
-        [figure["figure"] for figure in training_figures()],
+        [reported(figure["entry"]) for figure in TRAINING_FIGURES],
     log:
         f"results/{RUN}/logs/plot_training.log",
     conda:
@@ -90,8 +90,8 @@ rule plot_training:
     resources:
         **resources_of("plot_training", mem_mb=1000, runtime=10),
     params:
-        metrics=[figure["metric"] for figure in training_figures()],
-        titles=[figure["title"] for figure in training_figures()],
+        metrics=[figure["metric"] for figure in TRAINING_FIGURES],
+        titles=[figure["title"] for figure in TRAINING_FIGURES],
     script:
         "../workflow_scripts/plot_training.py"
 
@@ -103,7 +103,7 @@ rule report_cells:
         models=[model.model for model in GRID.models()],
         histories=[model.history for model in GRID.models()],
     output:
-        [cell["page"] for cell in cell_pages()],
+        [reported(cell["entry"]) for cell in CELL_PAGES],
     log:
         f"results/{RUN}/logs/report_cells.log",
     conda:
@@ -114,7 +114,7 @@ rule report_cells:
     resources:
         **resources_of("report_cells", mem_mb=1000, runtime=10),
     params:
-        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
+        cells=[{k: v for k, v in cell.items() if k != "entry"} for cell in CELL_PAGES],
     script:
         "../workflow_scripts/report_cells.py"
 
@@ -171,7 +171,7 @@ rule report_provenance:
         **resources_of("report_provenance", mem_mb=1000, runtime=10),
     params:
         config=config,
-        cells=[{k: v for k, v in cell.items() if k != "page"} for cell in cell_pages()],
+        cells=[{k: v for k, v in cell.items() if k != "entry"} for cell in CELL_PAGES],
         methods={
             method: {"model": GRID.model_params(method)}
             | (

@@ -1,65 +1,15 @@
-# What the report rules (rules/report.smk) show, from the grid (seqrerank.grid): the report()
-# entry (category, labels, caption) of every page and figure.
+# The report's pages and figures come from the grid (seqrerank.report.entries); here each entry
+# becomes a report() file: its caption, category and labels in the HTML report.
+from seqrerank.report.entries import cell_pages, training_figures
+
 REPORT = f"results/{RUN}/report"
 REPORT_METRICS = config["report"]["metrics"]
-STAGES = {"retrieval": "Stage 1", "rerank": "Stage 2"}
-SUBCATEGORIES = {"retrieval": "Stage 1: retrieval", "rerank": "Stage 2: reranking"}
+CELL_PAGES = cell_pages(GRID, REPORT)
+TRAINING_FIGURES = training_figures(GRID, REPORT)
 
 
-def cell_pages():
-    """Every cell with the model files its ranking comes from and the report() entry of its
-    page."""
-    pages = []
-    for cell in GRID.cells():
-        stage = "retrieval" if cell.reranker == "none" else "rerank"
-        keys = cell.keys()
-        page = "{dataset}/cells/{retriever}/{reranker}/{mode}/seed{seed}.html".format(**keys)
-        labels = {key: str(keys[key]) for key in ("retriever", "reranker", "mode", "seed")}
-        models = GRID.cell_models(cell)
-        pages.append(
-            {
-                **keys,
-                "metrics": cell.metrics,
-                "models": {STAGES[s]: model.model for s, model in models.items()},
-                "page": report(
-                    f"{REPORT}/{page}",
-                    caption="../report/cell.rst",
-                    category=cell.dataset,
-                    subcategory=SUBCATEGORIES[stage],
-                    labels={"result": "cell", **labels},
-                ),
-            }
-        )
-    return pages
-
-
-def training_figures():
-    """Every trained model with the report() entry of its training curves."""
-    figures = []
-    for model in GRID.trained_models():
-        trained_on = f", trained on {model.source}" if model.source else ""
-        name = f"{model.stage}_{model.method}"
-        if model.source:
-            name += f"_trained_on_{model.source}"
-        labels = {"result": "training curves", "method": model.method, "seed": str(model.seed)}
-        if model.source:
-            labels["trained on"] = model.source
-        figures.append(
-            {
-                "history": model.history,
-                "metric": GRID.training_settings(model.stage, model.method)["metric"],
-                "title": f"{model.method} ({SUBCATEGORIES[model.stage]}{trained_on}) on "
-                f"{model.dataset}, seed {model.seed}",
-                "figure": report(
-                    f"{REPORT}/{model.dataset}/training/{name}_seed{model.seed}.svg",
-                    caption="../report/training.rst",
-                    category=model.dataset,
-                    subcategory=SUBCATEGORIES[model.stage],
-                    labels=labels,
-                ),
-            }
-        )
-    return figures
+def reported(entry):
+    return report(entry["path"], **{key: v for key, v in entry.items() if key != "path"})
 
 
 def report_files():
