@@ -1,3 +1,6 @@
+from seqrerank.report.base_models import base_models
+
+
 rule aggregate:
     """The comparison table over the whole grid: results/<run>/comparison.{csv,md}."""
     input:
@@ -8,6 +11,8 @@ rule aggregate:
         markdown=f"results/{RUN}/comparison.md",
     params:
         cells=[{k: v for k, v in cell.items() if k != "metrics"} for cell in grid_cells()],
+        # The pretrained models under each method; the tiny_model rule's are random-weight.
+        base_models=base_models(config, random_weight_prefix=TINY_MODEL.split("{")[0]),
     log:
         f"results/{RUN}/logs/aggregate.log",
     benchmark:
