@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import build, load, tiny_model
+import yaml
+from conftest import REPO, build, load, tiny_model
 
 from seqrerank.candidates import CandidateTraining, RankedLists, sample_ground_truth
+from seqrerank.config import validate_config
 from seqrerank.data.dataset import SequenceData
 from seqrerank.evaluation import by_length, evaluate, rerank
 from seqrerank.llm.prompts import label_names
@@ -23,6 +25,7 @@ from seqrerank.llm.tiny import qwen_tokenizer
 from seqrerank.methods.llm_reranker import LLMReranker
 from seqrerank.metrics import target_ranks
 from seqrerank.model_files import save_model
+from seqrerank.report.base_models import base_models
 from seqrerank.training import TrainSettings, fit
 
 TINY = {
@@ -553,3 +556,21 @@ def test_qwen3vl_prompts_with_the_same_text_are_told_apart_by_their_images(
         assert len({tuple(p.images) for p in prompts}) == len(rows)  # other images
         answers = {int(np.flatnonzero(lists.items[r] == lists.targets[r])[0]) for r in rows}
         assert len(answers) > 1  # answered at different positions
+
+
+# ---- the documented GPU run -------------------------------------------------------------------
+
+
+def test_the_gpu_config_in_the_docs_is_valid_and_names_real_models() -> None:
+    """docs/llm-rerankers.md's config for a real run validates (model keys included) and its
+    rerankers rest on hub models, so none of its rows is marked random-weight."""
+    docs = (REPO / "docs/llm-rerankers.md").read_text()
+    block = docs.split("## A real run on a GPU node", 1)[1].split("```yaml\n", 1)[1]
+    config = yaml.safe_load(block.split("```", 1)[0])
+    validate_config(config, REPO / "config/schema.yaml", source="docs/llm-rerankers.md")
+    models = base_models(config, random_weight_prefix="results/models/tiny-")
+    assert models["qwen"]["base_model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert models["qwen3vl_caption"]["text_model"] == "Salesforce/blip2-opt-2.7b"
+    assert not any(model["random_weights"] for model in models.values())
+    lora = config["methods"]["qwen"]["model"]
+    assert (lora["lora_rank"], lora["lora_alpha"], lora["lora_dropout"]) == (8, 32, 0.05)
