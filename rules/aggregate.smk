@@ -1,3 +1,6 @@
+from seqrerank.report.base_models import base_models
+
+
 rule aggregate:
     """The comparison table over the whole grid: results/<run>/comparison.{csv,md}."""
     input:
@@ -19,5 +22,7 @@ rule aggregate:
         **resources_of("aggregate", mem_mb=1000, runtime=10),
     params:
         cells=[cell.keys() for cell in GRID.cells()],
+        # The pretrained models under each method; the tiny_model rule's are random-weight.
+        base_models=base_models(config, random_weight_prefix=TINY_MODEL.split("{")[0]),
     script:
         "../workflow_scripts/aggregate.py"

@@ -12,17 +12,26 @@ beside it (``<metric>_std``, empty for one seed). Significance is tested on per-
 
 All p-values of the table are Holm-corrected together, so the marks hold at level ``ALPHA``
 for the whole table (family-wise), however many cells the grid has.
+
+Every row also names the pretrained models under it (``base_model``; ``text_model``, the
+captioner or summariser of the item texts it shows) and whether any of them has random weights
+(``random_weights``; ``‡`` beside the method in the Markdown table): such a row, like the demo's
+LLM and VIP5 rows on tiny random-weight checkpoints, shows that the path runs, not what the
+method achieves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from seqrerank.io import atomic_path, read_json, write_text
 from seqrerank.metrics import METRIC_COLUMNS, per_user_metrics
+from seqrerank.report.base_models import RANDOM_WEIGHTS_MARK
 from seqrerank.significance import holm, paired_randomization_test
 
 KEYS = ["dataset", "retriever", "reranker", "mode", "split"]
@@ -34,17 +43,29 @@ STD_SUFFIX = "_std"
 P_VS_STAGE1 = f"p_{TESTED_METRIC}_vs_stage1"
 P_VS_BEST = f"p_{TESTED_METRIC}_vs_best"
 SIGNIFICANCE_COLUMN = f"{TESTED_METRIC}_sig"
+BASE_MODEL, TEXT_MODEL, RANDOM_WEIGHTS = "base_model", "text_model", "random_weights"
 FOOTNOTE = (
     f"Mean ± sample standard deviation over seeds. † {TESTED_METRIC} differs from the Stage 1 "
     f"row of the same retriever; * {TESTED_METRIC} is better than every other row of its "
     f"dataset, mode and split (paired randomization tests over users, Holm-corrected over the "
     f"table, p < {ALPHA}). Bold: the best value per metric, mode and split."
 )
+RANDOM_WEIGHTS_FOOTNOTE = (
+    f"{RANDOM_WEIGHTS_MARK} random-weight base model (or captioner/summariser), such as the "
+    "demo's tiny checkpoints: the row shows that the path runs, not what the method achieves "
+    "with pretrained weights; do not compare its numbers with the other rows. The "
+    f"`{BASE_MODEL}` and `{TEXT_MODEL}` columns of comparison.csv name each row's models."
+)
 
 
-def comparison_table(cells: list[dict], metrics_paths: list[str | Path]) -> pd.DataFrame:
+def comparison_table(
+    cells: list[dict],
+    metrics_paths: list[str | Path],
+    base_models: Mapping[str, Mapping[str, Any]] | None = None,
+) -> pd.DataFrame:
     """Rows in grid order: the mean and standard deviation over seeds (``seeds`` counts them),
-    the Holm-corrected p-values, and the marks the Markdown table shows."""
+    the Holm-corrected p-values, the marks the Markdown table shows, and the models under each
+    row from ``base_models`` (by method, :func:`seqrerank.report.base_models.base_models`)."""
     rows = []
     for cell, path in zip(cells, metrics_paths, strict=True):
         for split, values in read_json(path).items():
@@ -73,7 +94,34 @@ def comparison_table(cells: list[dict], metrics_paths: list[str | Path]) -> pd.D
         if len(others) and (others < ALPHA).all():
             marks.at[best] += "*"
     table[SIGNIFICANCE_COLUMN] = marks
+    _name_base_models(table, base_models or {})
     return table
+
+
+def _name_base_models(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> None:
+    """The models under each row: those of its retriever and of its reranker."""
+    for column in (BASE_MODEL, TEXT_MODEL):
+        table[column] = [
+            "; ".join(
+                name
+                for method in (retriever, reranker)
+                if (name := str(models.get(method, {}).get(column, "")))
+            )
+            for retriever, reranker in zip(table["retriever"], table["reranker"], strict=True)
+        ]
+    table[RANDOM_WEIGHTS] = [
+        any(bool(models.get(method, {}).get(RANDOM_WEIGHTS)) for method in pair)
+        for pair in zip(table["retriever"], table["reranker"], strict=True)
+    ]
+
+
+def marked_method(row: pd.Series, column: str) -> str:
+    """The row's ``retriever`` or ``reranker`` with ``‡`` when the row rests on random weights
+    (beside the reranker, or the retriever of a Stage 1 row)."""
+    value = str(row[column])
+    random = bool(row.get(RANDOM_WEIGHTS, False))
+    marked = "reranker" if row["reranker"] != "none" else "retriever"
+    return value + RANDOM_WEIGHTS_MARK if random and column == marked else value
 
 
 def _stage1_key(row: pd.Series) -> tuple | None:
@@ -127,16 +175,25 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
                 cells.append(text if pd.isna(spread) else f"{text} ± {spread:.{digits}f}")
             elif col in (P_VS_STAGE1, P_VS_BEST):
                 cells.append("" if pd.isna(value) else f"{value:.4f}")
+            elif col in ("retriever", "reranker"):
+                cells.append(marked_method(row, col))
             else:
                 cells.append(str(value))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + FOOTNOTE + "\n"
+    footnotes = [FOOTNOTE]
+    if RANDOM_WEIGHTS in table and table[RANDOM_WEIGHTS].astype(bool).any():
+        footnotes.append(RANDOM_WEIGHTS_FOOTNOTE)
+    return "\n".join(lines) + "\n\n" + "\n\n".join(footnotes) + "\n"
 
 
 def write_comparison(
-    cells: list[dict], metrics_paths: list[str | Path], csv_path: Path, markdown_path: Path
+    cells: list[dict],
+    metrics_paths: list[str | Path],
+    csv_path: Path,
+    markdown_path: Path,
+    base_models: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    table = comparison_table(cells, metrics_paths)
+    table = comparison_table(cells, metrics_paths, base_models)
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6f")
     write_text(markdown_path, to_markdown(table))

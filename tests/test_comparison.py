@@ -9,12 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqrerank.comparison import comparison_table, to_markdown
+from seqrerank.comparison import RANDOM_WEIGHTS_FOOTNOTE, comparison_table, to_markdown
+from seqrerank.config import load_config
 from seqrerank.io import write_json
 from seqrerank.metrics import metrics_from_ranks
+from seqrerank.report.base_models import base_models
 from seqrerank.significance import paired_randomization_test
 
 USERS = 300
+REPO = Path(__file__).resolve().parents[1]
+TINY_PREFIX = "results/models/tiny-"  # where the workflow's tiny_model rule writes
 
 
 def write_cell(folder: Path, ranks: dict[str, np.ndarray]) -> Path:
@@ -29,7 +33,12 @@ def write_cell(folder: Path, ranks: dict[str, np.ndarray]) -> Path:
     return folder / "metrics.json"
 
 
-def grid(tmp_path: Path, systems: dict[tuple[str, str], float], seeds=(1, 2, 3)) -> pd.DataFrame:
+def grid(
+    tmp_path: Path,
+    systems: dict[tuple[str, str], float],
+    seeds=(1, 2, 3),
+    base_models: dict | None = None,
+) -> pd.DataFrame:
     """Retrieval-mode cells of one dataset; each system's target is at rank 1 for a share of
     the users (its quality) and absent otherwise, drawn per seed."""
     cells, paths = [], []
@@ -40,7 +49,7 @@ def grid(tmp_path: Path, systems: dict[tuple[str, str], float], seeds=(1, 2, 3))
             cell = dict(dataset="d", retriever=retriever, reranker=reranker, mode="retrieval")
             paths.append(write_cell(tmp_path / f"{retriever}-{reranker}-{seed}", ranks))
             cells.append({**cell, "seed": seed})
-    return comparison_table(cells, paths)
+    return comparison_table(cells, paths, base_models)
 
 
 def row(table: pd.DataFrame, retriever: str, reranker: str, split: str = "test") -> pd.Series:
@@ -109,3 +118,72 @@ def test_markdown_shows_mean_plus_minus_std_and_the_marks(tmp_path: Path) -> Non
     expected = f"**{better['ndcg@10']:.4f}†*** ± {better['ndcg@10_std']:.4f}"
     assert expected in markdown
     assert "Holm-corrected" in markdown
+
+
+# ---- which models a row rests on --------------------------------------------------------------
+
+
+def test_rows_name_their_base_models_and_mark_random_weight_ones(tmp_path: Path) -> None:
+    models = {
+        "qwen": {"base_model": "results/models/tiny-qwen3", "random_weights": True},
+        "caption": {
+            "base_model": "Qwen/Qwen3-VL-8B-Instruct",
+            "text_model": "Salesforce/blip2-opt-2.7b",
+            "random_weights": False,
+        },
+    }
+    systems = {("lrurec", "none"): 0.3, ("lrurec", "qwen"): 0.1, ("lrurec", "caption"): 0.3}
+    table = grid(tmp_path, systems, seeds=(1,), base_models=models)
+    stage1, qwen, caption = (row(table, "lrurec", r) for r in ("none", "qwen", "caption"))
+    assert (stage1["base_model"], stage1["text_model"], stage1["random_weights"]) == ("", "", False)
+    assert (qwen["base_model"], qwen["random_weights"]) == ("results/models/tiny-qwen3", True)
+    assert caption["text_model"] == "Salesforce/blip2-opt-2.7b" and not caption["random_weights"]
+    markdown = to_markdown(table)
+    assert "| lrurec | qwen‡ | retrieval |" in markdown
+    assert "| lrurec | caption | retrieval |" in markdown
+    assert "| lrurec | none | retrieval |" in markdown
+    assert RANDOM_WEIGHTS_FOOTNOTE in markdown
+
+
+def test_a_table_without_random_weight_rows_has_no_mark(tmp_path: Path) -> None:
+    table = grid(tmp_path, {("lrurec", "none"): 0.3, ("lrurec", "b"): 0.3}, seeds=(1,))
+    assert not table["random_weights"].any() and (table["base_model"] == "").all()
+    assert "‡" not in to_markdown(table)
+
+
+def test_the_demo_marks_its_tiny_models_and_names_the_captioner_and_summariser() -> None:
+    models = base_models(load_config(REPO / "config/demo.yaml"), TINY_PREFIX)
+    assert models["lrurec"] == {"base_model": "", "text_model": "", "random_weights": False}
+    assert models["bert4rec"]["random_weights"] is False
+    assert models["qwen"] == {
+        "base_model": "results/models/tiny-qwen3",
+        "text_model": "",
+        "random_weights": True,
+    }
+    assert models["qwen3vl_caption"]["text_model"] == "results/models/tiny-blip2"
+    assert models["qwen3vl_semantic_summary_small"]["text_model"] == "results/models/tiny-qwen3vl"
+    assert models["vip5"]["base_model"] == "results/models/tiny-t5"
+    random = [method for method, model in models.items() if model["random_weights"]]
+    assert sorted(random) == sorted(
+        ["qwen", *(f"qwen3vl_{mode}" for mode in ("raw_image", "caption")), "vip5"]
+        + ["qwen3vl_semantic_summary", "qwen3vl_semantic_summary_small"]
+    )
+
+
+def test_a_real_run_names_hub_models_and_a_missing_model_name_its_default() -> None:
+    config = load_config(REPO / "config/config.yaml")
+    config["rerankers"] = ["qwen", "qwen3vl_caption", "qwen3vl_semantic_summary_small", "vip5"]
+    del config["methods"]["qwen"]["model"]["model_name"]
+    models = base_models(config, TINY_PREFIX)
+    assert models["qwen"]["base_model"] == "Qwen/Qwen2.5-1.5B-Instruct"  # the class default
+    assert models["qwen3vl_caption"] == {
+        "base_model": "Qwen/Qwen3-VL-8B-Instruct",
+        "text_model": "Salesforce/blip2-opt-2.7b",
+        "random_weights": False,
+    }
+    assert models["qwen3vl_semantic_summary_small"]["text_model"] == "Qwen/Qwen3-VL-2B-Instruct"
+    assert models["vip5"]["base_model"] == "t5-small"
+    assert not any(model["random_weights"] for model in models.values())
+    # A random-weight captioner marks a row whose reranker has real weights.
+    config["captions"]["model_name"] = "results/models/tiny-blip2"
+    assert base_models(config, TINY_PREFIX)["qwen3vl_caption"]["random_weights"] is True

@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import build, load, tiny_model
+import yaml
+from conftest import REPO, build, load, tiny_model
 
 from seqrerank.candidates import CandidateTraining, RankedLists, sample_ground_truth
+from seqrerank.config import validate_config
 from seqrerank.data.dataset import SequenceData
-from seqrerank.evaluation import evaluate, rerank
+from seqrerank.evaluation import by_length, evaluate, rerank
 from seqrerank.llm.prompts import label_names
 from seqrerank.llm.tiny import qwen_tokenizer
 from seqrerank.methods.llm_reranker import LLMReranker
+from seqrerank.metrics import target_ranks
 from seqrerank.model_files import save_model
+from seqrerank.report.base_models import base_models
 from seqrerank.training import TrainSettings, fit
 
 TINY = {
@@ -308,3 +313,264 @@ def test_vllm_and_transformers_backends_rank_alike(demo_data: SequenceData, demo
         model = build("qwen", demo_data, demo_dir, {**TINY, "backend": backend}, seed=0)
         ranked[backend] = rerank(model, demo_data, lists).items
     np.testing.assert_array_equal(ranked["transformers"], ranked["vllm"])
+
+
+# ---- memorisation: the training path provably learns ------------------------------------------
+#
+# A random-weight base cannot learn the task itself in a test's budget (docs/llm-rerankers.md),
+# but it can learn 32 fixed training lists by heart. That is enough to show that the loss, the
+# label of each candidate, the answer position, the adapter's save and reload and the scoring
+# path agree: a label misaligned with its candidate, a loss read at another position, an adapter
+# that does not reload or a pool reordered between prompt and answer each fail these checks.
+
+MEMORISED_LISTS = 32
+MEMORISE = {
+    "max_history": 3,
+    "max_item_tokens": 6,
+    "score_batch_size": 8,
+    "lora_rank": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,
+    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+MEMORISE_SETTINGS = TrainSettings(
+    epochs=40, lr=3e-3, batch_size=16, patience=40, metric="ndcg@5", seed=0
+)
+# Chance of a target ranked first is 1/pool size (1/20 to 1/40 here): about one list of 32. A
+# control may rank at most this many targets first (binomial, 32 lists at 1/20: P(>= 6) < 1%).
+CHANCE_FIRST = 5
+OUTPUT_SCALE = 20.0
+
+
+@dataclass(frozen=True)
+class ListsInTheirOrder(CandidateTraining):
+    """Each training list in its own order every epoch. Production draws a fresh order per
+    epoch (tested above), so that no position gives the answer away; finding an item's label
+    in a reshuffled pool is an induction skill a random-weight base does not learn in a test's
+    budget, whereas a fixed prompt's answer can be learned by heart."""
+
+    def examples(
+        self, size: int, generator: torch.Generator
+    ) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        inputs = self.data.inputs("train")
+        out = []
+        for user, target, row in zip(
+            self.lists.users, self.lists.targets, self.lists.items, strict=True
+        ):
+            pool = row[row > 0][:size]
+            out.append((inputs[user - 1], pool, int(np.flatnonzero(pool == target)[0])))
+        return out
+
+
+def confident_copy(kind: str, out: Path) -> str:
+    """The tiny checkpoint of ``kind`` with its final norm's weight scaled by ``OUTPUT_SCALE``.
+    The tiny models' frozen final norm and output rows (std 0.02, hidden 32) cap every logit at
+    about 0.6, so no adapter can make an answer confident (the loss stays above 2 for 20
+    candidates); a real Qwen's logits span tens of units."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+    source = tiny_model(kind)
+    vision = kind == "qwen3vl"
+    model = (AutoModelForImageTextToText if vision else AutoModelForCausalLM).from_pretrained(
+        source
+    )
+    norm = model.model.language_model.norm if vision else model.model.norm
+    with torch.no_grad():
+        norm.weight.mul_(OUTPUT_SCALE)
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(source).save_pretrained(out)
+    return str(out)
+
+
+def mixed_lists(data: SequenceData, sizes: list[int], seed: int = 42) -> RankedLists:
+    """Ground-truth lists of the ``train`` task for the first ``len(sizes)`` users, list ``u``
+    cut to ``sizes[u]`` candidates (the target kept, the rest padded with 0)."""
+    full = sample_ground_truth(data, "train", max(sizes) - 1, seed).first_users(len(sizes))
+    items = np.zeros_like(full.items)
+    for row, (candidates, target, size) in enumerate(
+        zip(full.items, full.targets, sizes, strict=True)
+    ):
+        negatives_kept = np.cumsum(candidates != target) <= size - 1
+        items[row, :size] = candidates[(candidates == target) | negatives_kept]
+    return RankedLists("train", full.users, full.targets, items, full.scores)
+
+
+def relabelled(lists: RankedLists, how: str) -> RankedLists:
+    """The lists with another candidate as each answer (controls): ``shifted``, the candidate
+    after the target (a label off by one); ``shuffled``, the answer position of the next list
+    (answers shuffled against the prompts, same positions overall)."""
+    sizes = (lists.items > 0).sum(axis=1)
+    positions = (lists.items == lists.targets[:, None]).argmax(axis=1)
+    if how == "shifted":
+        positions = (positions + 1) % sizes
+    elif how == "shuffled":
+        positions = np.roll(positions, -1) % sizes
+    targets = lists.items[np.arange(len(lists)), positions]
+    return RankedLists(lists.split, lists.users, targets, lists.items, lists.scores)
+
+
+def ranked_first(model: LLMReranker, data: SequenceData, lists: RankedLists) -> dict[str, int]:
+    """How many targets each scoring path ranks first: ``batched``, the workflow's rerank step
+    (``score_batch_size`` prompts at once, left padding, mixed pool sizes); ``one_by_one``, the
+    full-vocabulary forward pass of each prompt alone, its label logits read off."""
+    batched = target_ranks(rerank(model, data, lists).items, lists.targets) == 1
+    inputs = data.inputs(lists.split)
+    alone = 0
+    with torch.inference_mode():
+        for user, target, row in zip(lists.users, lists.targets, lists.items, strict=True):
+            pool = row[row > 0]
+            prompt = model.prompts.build(inputs[user - 1], pool)
+            logits = model.llm(**model.model_inputs([prompt])).logits[0, -1]
+            scores = logits[model.prompts.labels[: len(pool)]]
+            alone += int(pool[int(scores.argmax())] == target)
+    return {"batched": int(batched.sum()), "one_by_one": alone}
+
+
+def memorise(
+    method: str, data: SequenceData, data_dir: Path, params: dict, lists: RankedLists, out: Path
+) -> tuple[list[dict], LLMReranker]:
+    """Train an adapter with the shared loop on ``lists`` (in their order), validated on the
+    same lists; save it as the workflow does and load it into a freshly built model."""
+    model = build(method, data, data_dir, params, seed=0)
+    history = fit(
+        model,
+        ListsInTheirOrder(data, lists),
+        MEMORISE_SETTINGS,
+        out / "checkpoints",
+        lambda m: evaluate(rerank(m, data, lists)),
+    )
+    save_model(model, method, params, out / "model.pt")
+    return history, load(out / "model.pt", data, data_dir)
+
+
+@dataclass(frozen=True)
+class Memorising:
+    """A reranker's memorisation setup: its tiny model kind, the lists' pool sizes and the
+    prompt settings."""
+
+    kind: str
+    pool_sizes: list[int]
+    params: dict
+
+
+MEMORISING = {
+    # Pools of 20 to 40: two-letter labels from the 27th candidate on.
+    "qwen": Memorising("qwen3", [20, 27, 33, 40] * 8, {}),
+    # Every item titled alike (below), so that only the images tell the prompts apart.
+    "qwen3vl_raw_image": Memorising("qwen3vl", [12, 20, 28, 30] * 8, {"max_history": 2}),
+}
+SAME_TITLE = "Product"
+
+
+@pytest.fixture(scope="module")
+def same_title_dir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo dataset with one title for every item: each keeps its own image."""
+    out = tmp_path_factory.mktemp("same_title")
+    for path in demo_dir.iterdir():
+        if path.name != "items.csv":
+            (out / path.name).symlink_to(path)
+    items = pd.read_csv(demo_dir / "items.csv")
+    items["title"] = SAME_TITLE
+    items.to_csv(out / "items.csv", index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def memorising(
+    request, demo_data: SequenceData, demo_dir: Path, same_title_dir: Path, tmp_path_factory
+) -> tuple[str, Path, dict, RankedLists]:
+    """(method, dataset folder, model parameters, the 32 lists) of reranker ``request.param``."""
+    method = request.param
+    setup = MEMORISING[method]
+    model_dir = tmp_path_factory.mktemp(f"confident-{setup.kind}")
+    params = {
+        **MEMORISE,
+        "model_name": confident_copy(setup.kind, model_dir / "model"),
+        "max_candidates": max(setup.pool_sizes),
+        **setup.params,
+    }
+    data_dir = same_title_dir if method.startswith("qwen3vl") else demo_dir
+    return method, data_dir, params, mixed_lists(demo_data, setup.pool_sizes)
+
+
+@pytest.mark.parametrize("memorising", list(MEMORISING), indirect=True)
+def test_lora_memorises_32_training_lists_and_ranks_each_target_first_after_reloading(
+    memorising, demo_data: SequenceData, tmp_path: Path
+) -> None:
+    """The loss falls below a tenth of ln(pool size); the adapter, saved and loaded into a
+    fresh model as the workflow does, ranks all 32 targets first, through the batched rerank
+    step and one prompt at a time (and through vLLM where it is installed); the base model
+    without the adapter does not."""
+    method, data_dir, params, lists = memorising
+    history, reloaded = memorise(method, demo_data, data_dir, params, lists, tmp_path)
+    smallest_pool = min(MEMORISING[method].pool_sizes)
+    assert history[-1]["loss"] < 0.1 * np.log(smallest_pool), [h["loss"] for h in history]
+    # The rerank step's batches mix pool sizes (so prompt lengths and left padding too).
+    histories = [demo_data.inputs("train")[user - 1] for user in lists.users]
+    pool_sizes = (lists.items > 0).sum(axis=1)
+    batches = by_length(histories, params["score_batch_size"])
+    assert all(len(set(pool_sizes[rows])) > 1 for rows in batches)
+    assert ranked_first(reloaded, demo_data, lists) == {"batched": 32, "one_by_one": 32}
+    untrained = build(method, demo_data, data_dir, params, seed=0)
+    assert ranked_first(untrained, demo_data, lists)["batched"] < MEMORISED_LISTS // 4
+    if method == "qwen" and importlib.util.find_spec("vllm") is not None:
+        save_model(reloaded, method, {**params, "backend": "vllm"}, tmp_path / "vllm.pt")
+        served = load(tmp_path / "vllm.pt", demo_data, data_dir)
+        assert ranked_first(served, demo_data, lists)["batched"] == MEMORISED_LISTS
+
+
+@pytest.mark.parametrize("control", ["shuffled", "shifted"])
+@pytest.mark.parametrize("memorising", list(MEMORISING), indirect=True)
+def test_a_run_trained_on_wrong_answers_fails_the_check(
+    memorising, control: str, demo_data: SequenceData, tmp_path: Path
+) -> None:
+    """Controls: trained on the answers shuffled against the prompts (each list answered at
+    the next list's answer position), or on labels shifted by one, the adapter learns its
+    answers just as well, and ranks the true targets first no more often than chance: the
+    check can fail, and a bias towards the answers' positions does not pass it."""
+    method, data_dir, params, lists = memorising
+    wrong = relabelled(lists, control)
+    assert (wrong.targets != lists.targets).sum() > MEMORISED_LISTS - CHANCE_FIRST
+    history, reloaded = memorise(method, demo_data, data_dir, params, wrong, tmp_path)
+    assert history[-1]["loss"] < 0.1 * np.log(min(MEMORISING[method].pool_sizes))
+    first = ranked_first(reloaded, demo_data, lists)
+    assert max(first.values()) <= CHANCE_FIRST, first
+
+
+def test_qwen3vl_prompts_with_the_same_text_are_told_apart_by_their_images(
+    same_title_dir: Path, demo_data: SequenceData
+) -> None:
+    """In the memorisation check of ``qwen3vl_raw_image`` every item has the same title, so
+    the prompts of lists of one pool size are the same text, answered at different positions:
+    ranking every target first (above) takes the images, which differ."""
+    setup = MEMORISING["qwen3vl_raw_image"]
+    params = {**TINY, **MEMORISE, "model_name": tiny_model("qwen3vl"), **setup.params}
+    params["max_candidates"] = max(setup.pool_sizes)
+    model = build("qwen3vl_raw_image", demo_data, same_title_dir, params, seed=0)
+    lists = mixed_lists(demo_data, setup.pool_sizes)
+    inputs = demo_data.inputs("train")
+    for size in set(setup.pool_sizes):
+        rows = [r for r, s in enumerate(setup.pool_sizes) if s == size]
+        prompts = [model.prompts.build(inputs[r], lists.items[r][:size]) for r in rows]
+        assert all(p.ids == prompts[0].ids for p in prompts)  # the same text
+        assert len({tuple(p.images) for p in prompts}) == len(rows)  # other images
+        answers = {int(np.flatnonzero(lists.items[r] == lists.targets[r])[0]) for r in rows}
+        assert len(answers) > 1  # answered at different positions
+
+
+# ---- the documented GPU run -------------------------------------------------------------------
+
+
+def test_the_gpu_config_in_the_docs_is_valid_and_names_real_models() -> None:
+    """docs/llm-rerankers.md's config for a real run validates (model keys included) and its
+    rerankers rest on hub models, so none of its rows is marked random-weight."""
+    docs = (REPO / "docs/llm-rerankers.md").read_text()
+    block = docs.split("## A real run on a GPU node", 1)[1].split("```yaml\n", 1)[1]
+    config = yaml.safe_load(block.split("```", 1)[0])
+    validate_config(config, REPO / "config/schema.yaml", source="docs/llm-rerankers.md")
+    models = base_models(config, random_weight_prefix="results/models/tiny-")
+    assert models["qwen"]["base_model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert models["qwen3vl_caption"]["text_model"] == "Salesforce/blip2-opt-2.7b"
+    assert not any(model["random_weights"] for model in models.values())
+    lora = config["methods"]["qwen"]["model"]
+    assert (lora["lora_rank"], lora["lora_alpha"], lora["lora_dropout"]) == (8, 32, 0.05)

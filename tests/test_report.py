@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from seqrerank.comparison import RANDOM_WEIGHTS_FOOTNOTE
 from seqrerank.config import validate_config
 from seqrerank.registry import method_spec
 from seqrerank.report.html import table
+from seqrerank.report.pages import write_comparison
 from seqrerank.report.plots import metric_bars, training_curves
 from seqrerank.report.provenance import file_digest
 
@@ -67,6 +69,56 @@ def demo_table() -> pd.DataFrame:
             for s in ("val", "test")
         ]
     )
+
+
+def with_base_models(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the base-model columns of the comparison table: a random-weight qwen."""
+    frame = frame.copy()
+    qwen = frame["reranker"] == "qwen"
+    frame["base_model"] = qwen.map({True: "results/models/tiny-qwen3", False: ""})
+    frame["text_model"] = ""
+    frame["random_weights"] = qwen
+    return frame
+
+
+def qwen_table() -> pd.DataFrame:
+    """:func:`demo_table` with a qwen reranker on a random-weight base model."""
+    qwen = [
+        {"dataset": "d", "retriever": "lrurec", "reranker": "qwen", "mode": "retrieval",
+         "split": split, "ndcg@10": 0.05}
+        for split in ("val", "test")
+    ]  # fmt: skip
+    return with_base_models(pd.concat([demo_table(), pd.DataFrame(qwen)], ignore_index=True))
+
+
+def test_the_report_marks_random_weight_rows_above_both_tables(tmp_path: Path) -> None:
+    """The caveat comes before each table, the mark beside the reranker, and the comparison
+    page names every row's base model."""
+    qwen_table().to_csv(tmp_path / "comparison.csv", index=False)
+    page, summary = tmp_path / "comparison.html", tmp_path / "summary.html"
+    write_comparison(tmp_path / "comparison.csv", ["ndcg@10"], page, summary, [tmp_path / "c.svg"])
+    caveat = RANDOM_WEIGHTS_FOOTNOTE.split(",")[0]
+    for text in (page.read_text(), summary.read_text()):
+        assert 0 <= text.index(caveat) < text.index("<table")
+        assert "<td>qwen‡</td>" in text and "<td>bert4rec</td>" in text
+    assert "<th>base_model</th>" in page.read_text()
+    assert "<td>results/models/tiny-qwen3</td>" in page.read_text()
+    assert 'class="compact"' in summary.read_text()
+
+
+def test_a_report_without_random_weight_rows_has_no_caveat(tmp_path: Path) -> None:
+    with_base_models(demo_table()).to_csv(tmp_path / "comparison.csv", index=False)
+    page, summary = tmp_path / "comparison.html", tmp_path / "summary.html"
+    write_comparison(tmp_path / "comparison.csv", ["ndcg@10"], page, summary, [tmp_path / "c.svg"])
+    assert "‡" not in page.read_text() and "‡" not in summary.read_text()
+
+
+def test_metric_bars_hatch_the_random_weight_cells() -> None:
+    axes = metric_bars(qwen_table(), "ndcg@10").axes[0]
+    labels = [label.get_text() for label in axes.get_xticklabels()]
+    hatched = [label for bar, label in zip(axes.patches, labels, strict=True) if bar.get_hatch()]
+    assert hatched == ["lrurec → qwen‡"]
+    assert any("random-weight" in text.get_text() for text in axes.get_legend().get_texts())
 
 
 def test_metric_bars_draw_every_cell_and_the_best_stage1_value_as_reference_line() -> None:
@@ -209,6 +261,27 @@ def test_report_provenance_traces_every_model_file_and_the_commit(demo_run, resu
     assert "<th>torch</th>" in page and "run: demo" in page
 
 
+def test_demo_table_names_each_rows_base_model_and_marks_the_random_weight_ones(
+    demo_run,
+) -> None:
+    """The demo's LLM and VIP5 rerankers run on the tiny_model rule's random-weight
+    checkpoints: their rows say so, in the CSV and beside the reranker in comparison.md, and
+    a captioned or summarised row names the model that wrote its item texts."""
+    comparison = pd.read_csv(demo_run.results / "demo/comparison.csv", keep_default_na=False)
+    random = comparison["reranker"].isin(
+        [r for r in DEMO["rerankers"] if "model_name" in DEMO["methods"][r]["model"]]
+    )
+    assert random.any() and (comparison["random_weights"].astype(str) == "True").eq(random).all()
+    assert comparison.loc[random, "base_model"].str.startswith("results/models/tiny-").all()
+    assert (comparison.loc[~random, "base_model"] == "").all()
+    caption = comparison[comparison["reranker"] == "qwen3vl_caption"]
+    assert (caption["text_model"] == DEMO["captions"]["model_name"]).all()
+    markdown = (demo_run.results / "demo/comparison.md").read_text()
+    assert "| lrurec | qwen‡ | retrieval |" in markdown
+    assert "| lrurec | bert4rec | retrieval |" in markdown
+    assert RANDOM_WEIGHTS_FOOTNOTE in markdown
+
+
 def test_report_benchmarks_list_every_job_of_the_run(demo_run, results) -> None:
     page = embedded(by_name(results)["benchmarks.html"])
     benchmarks = sorted(demo_run.results.glob("*/benchmarks/*.tsv"))
@@ -277,3 +350,56 @@ def test_report_renders_the_table_in_headless_chromium_without_script_errors(
     assert shot.returncode == 0, shot.stderr[-3000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+# Measures the front page's table once the report's app has drawn it, and writes the result
+# into the page, where --dump-dom shows it: the viewport's width, the table's headers' boxes,
+# and every box around the table that scrolls sideways.
+MEASURE_FRONT_TABLE = """
+const poll = setInterval(() => {
+  const table = document.querySelector("#app .seqrerank table");
+  if (!table) return;
+  clearInterval(poll);
+  const scrolling = [];
+  for (let box = table.parentElement; box; box = box.parentElement) {
+    const overflow = getComputedStyle(box).overflowX;
+    if (["auto", "scroll"].includes(overflow) && box.scrollWidth > box.clientWidth + 1) {
+      scrolling.push(box.className || box.tagName);
+    }
+  }
+  const headers = [...table.querySelectorAll("thead th")].map((th) => {
+    const box = th.getBoundingClientRect();
+    return { text: th.textContent, left: box.left, right: box.right, top: box.top };
+  });
+  const out = document.createElement("pre");
+  out.id = "front-table-layout";
+  out.textContent = JSON.stringify({ viewport: window.innerWidth, scrolling, headers });
+  document.body.append(out);
+}, 100);
+"""
+
+
+def test_report_front_page_shows_every_metric_column_at_1400_px(
+    demo_report: Path, demo_config: dict, chromium: str, tmp_path: Path
+) -> None:
+    """In a 1400 px wide window the front page's table shows all its columns, metrics
+    included, without sideways scrolling, and starts below the top of the page (Snakemake's
+    page centres its content vertically, which would cut off the top of a tall table)."""
+    report = demo_report.read_text()
+    head, tail = report.rsplit("</body>", 1)
+    measured = tmp_path / "report.html"
+    measured.write_text(f"{head}<script>{MEASURE_FRONT_TABLE}</script></body>{tail}")
+    loaded = run_chromium(
+        chromium, tmp_path / "profile", "--window-size=1400,1000", "--dump-dom", measured.as_uri()
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    match = re.search(r'<pre id="front-table-layout">(.*?)</pre>', loaded.stdout, re.DOTALL)
+    assert match, "the front page's table was not drawn"
+    layout = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert layout["viewport"] == 1400
+    headers = {header["text"]: header for header in layout["headers"]}
+    assert set(demo_config["report"]["metrics"]) <= set(headers)
+    assert layout["scrolling"] == [], layout
+    for header in headers.values():
+        assert 0 <= header["left"] < header["right"] <= layout["viewport"], header
+        assert header["top"] >= 0, header

@@ -7,4 +7,5 @@ write_comparison(
     list(snakemake.input.metrics),
     csv_path=snakemake.output.csv,
     markdown_path=snakemake.output.markdown,
+    base_models=snakemake.params.base_models,
 )

@@ -32,6 +32,21 @@ STYLE = """
 .seqrerank pre { background: #f9fafb; padding: 0.7em; overflow-x: auto; font-size: 12px; }
 .seqrerank table.sortable th { cursor: pointer; }
 .seqrerank table.sortable th[data-order]::after { content: " \\2195"; color: #9ca3af; }
+.seqrerank table.compact { font-size: 13px; }
+.seqrerank table.compact th, .seqrerank table.compact td { padding: 0.2em 0.5em; }
+.seqrerank p.note { font-size: 12px; color: #4b5563; max-width: 60em; margin: 0.3em 0; }
+.seqrerank code::before, .seqrerank code::after { content: none; }
+.seqrerank p.caveat { background: #fef3c7; border-left: 3px solid #d97706; padding: 0.4em 0.7em;
+  max-width: 60em; margin: 0.5em 0; }
+/* Snakemake's report shows its front page's text in a column 32rem wide beside the rule graph
+   (Tailwind's prose max-w-lg), where a table shows one or two columns and scrolls, and centres
+   it vertically, which cuts off the top of a page taller than the window: the column that
+   holds this table takes the whole width, the graph moves below it, and the page starts at
+   the top. */
+.prose:has(.seqrerank) { max-width: none; }
+.prose:has(.seqrerank) > p { max-width: 48rem; }
+div.flex:has(> div > .prose .seqrerank) { flex-wrap: wrap; }
+div.items-center:has(.prose .seqrerank) { align-items: flex-start; }
 """
 
 # Click a header to sort by that column: numbers descending first (best first), text ascending.
@@ -64,9 +79,11 @@ def table(
     within: str | None = None,
     digits: int = 4,
     sortable: bool = True,
+    compact: bool = False,
 ) -> str:
     """``frame`` as an HTML table: the maximum of every ``best`` column in bold (per group of
-    ``within``, e.g. per split), floats rounded to ``digits``, significance marks attached."""
+    ``within``, e.g. per split), floats rounded to ``digits``, significance marks attached;
+    ``compact``: smaller type and padding (the report's front page)."""
     best = [column for column in best if column in frame.columns]
     marks = {
         column: frame[column + SIGNIFICANCE_SUFFIX].fillna("").astype(str)
@@ -96,7 +113,8 @@ def table(
             class_attribute = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{class_attribute}>{text}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
-    table_class = ' class="sortable"' if sortable else ""
+    classes = [name for name, chosen in (("sortable", sortable), ("compact", compact)) if chosen]
+    table_class = f' class="{" ".join(classes)}"' if classes else ""
     return (
         f'<div class="scroll"><table{table_class}><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"

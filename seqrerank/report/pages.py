@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import html as markup
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from seqrerank.comparison import (
+    BASE_MODEL,
+    FOOTNOTE,
+    RANDOM_WEIGHTS,
+    RANDOM_WEIGHTS_FOOTNOTE,
+    TEXT_MODEL,
+    marked_method,
+)
 from seqrerank.data.dataset import DatasetFiles, as_dataset_files, load_sequences
 from seqrerank.io import read_json
 from seqrerank.metrics import METRIC_COLUMNS
@@ -31,21 +40,46 @@ def write_comparison(
 ) -> None:
     """The whole comparison table (sortable, the best value per dataset, split and mode in
     bold), the test rows of ``metrics`` for the report's front page, and a bar chart of each
-    of ``metrics`` (to the matching path of ``chart_paths``)."""
-    table = pd.read_csv(comparison_csv)
+    of ``metrics`` (to the matching path of ``chart_paths``). A method whose base model has
+    random weights carries ``‡``, explained above both tables."""
+    table = pd.read_csv(comparison_csv, keep_default_na=False, na_values=[""])
+    for column in (BASE_MODEL, TEXT_MODEL):
+        if column in table:
+            table[column] = table[column].fillna("")
+    shown = table.copy()
+    for column in ("retriever", "reranker"):
+        shown[column] = [marked_method(row, column) for _, row in table.iterrows()]
+    # What ‡ means goes above each table, where a reader starts; the marks' meaning below.
+    caveat, notes = random_weights_note(table), note(FOOTNOTE)
     # Ground-truth cells rank 20 candidates: their numbers only compare among themselves.
     html.write_page(
         page_path,
         "Comparison table",
-        html.table(table, best=METRIC_COLUMNS, within=["dataset", "split", "mode"]),
+        caveat,
+        html.table(shown, best=METRIC_COLUMNS, within=["dataset", "split", "mode"]),
+        notes,
     )
     marks = [m + SIGNIFICANCE_SUFFIX for m in metrics if m + SIGNIFICANCE_SUFFIX in table]
-    test = table.loc[table["split"] == "test", [*CELL_KEYS, *metrics, *marks]]
-    html.write_fragment(
-        summary_path, html.table(test, best=metrics, within=["dataset", "mode"], sortable=False)
-    )
+    test = shown.loc[table["split"] == "test", [*CELL_KEYS, *metrics, *marks]]
+    front = html.table(test, best=metrics, within=["dataset", "mode"], sortable=False, compact=True)
+    html.write_fragment(summary_path, caveat, front, notes)
     for metric, path in zip(metrics, chart_paths, strict=True):
         plots.save(plots.metric_bars(table, metric), path)
+
+
+def random_weights_note(table: pd.DataFrame) -> str:
+    """The note on rows whose base model has random weights, if the table has any."""
+    if RANDOM_WEIGHTS in table and table[RANDOM_WEIGHTS].astype(bool).any():
+        return note(RANDOM_WEIGHTS_FOOTNOTE, "caveat")
+    return ""
+
+
+def note(text: str, kind: str = "note") -> str:
+    return f'<p class="{kind}">{_code_spans(markup.escape(text))}</p>'
+
+
+def _code_spans(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
 
 
 def write_dataset(

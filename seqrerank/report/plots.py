@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
+from seqrerank.comparison import RANDOM_WEIGHTS
 from seqrerank.io import atomic_path
+from seqrerank.report.base_models import RANDOM_WEIGHTS_MARK
 
 STAGE_COLORS = {"Stage 1": "#9ca3af", "Stage 2": "#2563eb", "ground truth": "#f59e0b"}
 
@@ -21,10 +24,16 @@ def save(figure: Figure, path: str | Path) -> None:
 
 
 def cell_label(row: pd.Series) -> str:
+    mark = RANDOM_WEIGHTS_MARK if is_random_weight(row) else ""
     if row["reranker"] == "none":
-        return row["retriever"]
+        return row["retriever"] + mark
     source = "ground truth" if row["mode"] == "ground_truth" else row["retriever"]
-    return f"{source} → {row['reranker']}"
+    return f"{source} → {row['reranker']}{mark}"
+
+
+def is_random_weight(row: pd.Series) -> bool:
+    """Whether the row rests on a random-weight base model (``random_weights`` of the table)."""
+    return bool(row.get(RANDOM_WEIGHTS, False))
 
 
 def cell_stage(row: pd.Series) -> str:
@@ -35,7 +44,8 @@ def cell_stage(row: pd.Series) -> str:
 
 def metric_bars(table: pd.DataFrame, metric: str, split: str = "test") -> Figure:
     """One panel per dataset, one bar per cell, and the best Stage 1 retriever's value as a
-    dashed reference line: a reranker earns its cost only above that line."""
+    dashed reference line: a reranker earns its cost only above that line. A cell on a
+    random-weight base model has a hatched bar and ``‡`` after its label."""
     rows = table[table["split"] == split]
     datasets = list(dict.fromkeys(rows["dataset"]))
     cells = max(rows.groupby("dataset").size())
@@ -45,8 +55,22 @@ def metric_bars(table: pd.DataFrame, metric: str, split: str = "test") -> Figure
         part = rows[rows["dataset"] == dataset]
         labels = [cell_label(row) for _, row in part.iterrows()]
         colors = [STAGE_COLORS[cell_stage(row)] for _, row in part.iterrows()]
-        bars = axes.bar(range(len(part)), part[metric], color=colors)
+        hatches = ["//" if is_random_weight(row) else "" for _, row in part.iterrows()]
+        bars = axes.bar(
+            range(len(part)), part[metric], color=colors, hatch=hatches, edgecolor="white"
+        )
         axes.bar_label(bars, fmt="%.4f", fontsize=8)
+        handles = []
+        if any(hatches):
+            handles.append(
+                Patch(
+                    facecolor="#d1d5db",
+                    edgecolor="white",
+                    hatch="//",
+                    label=f"{RANDOM_WEIGHTS_MARK} random-weight base model: "
+                    "shows the path, not quality",
+                )
+            )
         stage1 = part[part["reranker"] == "none"]
         if len(stage1):
             baseline = stage1.loc[stage1[metric].idxmax()]
@@ -57,7 +81,9 @@ def metric_bars(table: pd.DataFrame, metric: str, split: str = "test") -> Figure
                 linewidth=1,
                 label=f"Stage 1 baseline ({baseline['retriever']}): {baseline[metric]:.4f}",
             )
-            axes.legend(loc="upper left", fontsize=8, frameon=False)
+        if len(stage1) or handles:
+            existing, _ = axes.get_legend_handles_labels()
+            axes.legend(handles=[*existing, *handles], loc="upper left", fontsize=8, frameon=False)
         axes.set_xticks(range(len(part)), labels, rotation=20, ha="right", fontsize=8)
         axes.set_ylabel(f"{metric} ({split})")
         axes.set_ylim(0, max(1e-9, part[metric].max()) * 1.25)
