@@ -19,7 +19,7 @@ from seqrerank.comparison import RANDOM_WEIGHTS_FOOTNOTE
 from seqrerank.config import validate_config
 from seqrerank.registry import method_spec
 from seqrerank.report.html import table
-from seqrerank.report.pages import write_comparison
+from seqrerank.report.pages import write_comparison_pages
 from seqrerank.report.plots import metric_bars, training_curves
 from seqrerank.report.provenance import file_digest
 
@@ -96,7 +96,9 @@ def test_the_report_marks_random_weight_rows_above_both_tables(tmp_path: Path) -
     page names every row's base model."""
     qwen_table().to_csv(tmp_path / "comparison.csv", index=False)
     page, summary = tmp_path / "comparison.html", tmp_path / "summary.html"
-    write_comparison(tmp_path / "comparison.csv", ["ndcg@10"], page, summary, [tmp_path / "c.svg"])
+    write_comparison_pages(
+        tmp_path / "comparison.csv", ["ndcg@10"], page, summary, [tmp_path / "c.svg"]
+    )
     caveat = RANDOM_WEIGHTS_FOOTNOTE.split(",")[0]
     for text in (page.read_text(), summary.read_text()):
         assert 0 <= text.index(caveat) < text.index("<table")
@@ -109,7 +111,9 @@ def test_the_report_marks_random_weight_rows_above_both_tables(tmp_path: Path) -
 def test_a_report_without_random_weight_rows_has_no_caveat(tmp_path: Path) -> None:
     with_base_models(demo_table()).to_csv(tmp_path / "comparison.csv", index=False)
     page, summary = tmp_path / "comparison.html", tmp_path / "summary.html"
-    write_comparison(tmp_path / "comparison.csv", ["ndcg@10"], page, summary, [tmp_path / "c.svg"])
+    write_comparison_pages(
+        tmp_path / "comparison.csv", ["ndcg@10"], page, summary, [tmp_path / "c.svg"]
+    )
     assert "‡" not in page.read_text() and "‡" not in summary.read_text()
 
 

@@ -1,5 +1,5 @@
 from seqrerank.console import configure_logging
-from seqrerank.report.pages import plot_training
+from seqrerank.report.plots import plot_training
 
 configure_logging(snakemake.log[0])
 for history, metric, title, figure in zip(

@@ -1,8 +1,8 @@
 from seqrerank.console import configure_logging
-from seqrerank.report.pages import write_comparison
+from seqrerank.report.pages import write_comparison_pages
 
 configure_logging(snakemake.log[0])
-write_comparison(
+write_comparison_pages(
     snakemake.input[0],
     snakemake.params.metrics,
     page_path=snakemake.output.page,

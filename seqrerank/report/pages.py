@@ -31,7 +31,7 @@ from seqrerank.report.provenance import KEY_PACKAGES, file_digest, git_commit, p
 CELL_KEYS = ["dataset", "retriever", "reranker", "mode"]
 
 
-def write_comparison(
+def write_comparison_pages(
     comparison_csv: Path,
     metrics: Sequence[str],
     page_path: Path,
@@ -104,10 +104,6 @@ def write_dataset(
         html.section("After each filter", html.table(filters, sortable=False)),
     )
     plots.save(plots.length_histogram(lengths, f"{name}: items per user"), histogram_path)
-
-
-def plot_training(history_path: Path, metric: str, title: str, figure_path: Path) -> None:
-    plots.save(plots.training_curves(read_json(history_path), metric, title), figure_path)
 
 
 def write_cell(cell: dict, metrics_path: Path, models: dict[str, Path], page_path: Path) -> None:

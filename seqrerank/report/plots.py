@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,8 @@ def length_histogram(lengths: np.ndarray, title: str) -> Figure:
     axes.set_title(title, fontsize=10)
     axes.spines[["top", "right"]].set_visible(False)
     return figure
+
+
+def plot_training(history_path: str | Path, metric: str, title: str, figure_path: Path) -> None:
+    """The training curves of a model's ``history.json``, saved to ``figure_path``."""
+    save(training_curves(json.loads(Path(history_path).read_text()), metric, title), figure_path)
