@@ -22,6 +22,7 @@ method achieves.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,23 @@ def comparison_table(
     per_user = _per_user(cells, metrics_paths)
     blocks = table.groupby(BLOCK, sort=False)
     best_of_block = table.loc[blocks[TESTED_METRIC].transform("idxmax"), KEYS]
-    vs_stage1 = [_p_value(per_user, row, _stage1_key(row)) for _, row in table.iterrows()]
-    vs_best = [
-        _p_value(per_user, row, tuple(best))
-        for (_, row), (_, best) in zip(table.iterrows(), best_of_block.iterrows(), strict=True)
+    keys = [tuple(row[KEYS]) for _, row in table.iterrows()]
+    pairs = [
+        *((key, _stage1_key(row)) for key, (_, row) in zip(keys, table.iterrows(), strict=True)),
+        *(
+            (key, tuple(best))
+            for key, (_, best) in zip(keys, best_of_block.iterrows(), strict=True)
+        ),
     ]
-    corrected = holm(np.array([*vs_stage1, *vs_best], dtype=float))
+    tests = [(key, other) for key, other in pairs if other not in (None, key) and other in per_user]
+    # A randomization test's smallest p-value is 1 / (permutations + 1), and Holm multiplies
+    # the smallest by the number of tests: enough permutations that a clear difference can pass.
+    permutations = max(10_000, math.ceil(2 * len(tests) / ALPHA))
+    p_values = [
+        _p_value(per_user, key, other, permutations) if (key, other) in tests else float("nan")
+        for key, other in pairs
+    ]
+    corrected = holm(np.array(p_values, dtype=float))
     table[P_VS_STAGE1], table[P_VS_BEST] = np.split(corrected, 2)
 
     marks = table[P_VS_STAGE1].lt(ALPHA).map({True: "†", False: ""})
@@ -130,12 +142,11 @@ def _stage1_key(row: pd.Series) -> tuple | None:
     return (row["dataset"], row["retriever"], "none", "retrieval", row["split"])
 
 
-def _p_value(per_user: dict[tuple, pd.Series], row: pd.Series, other: tuple | None) -> float:
-    key = tuple(row[KEYS])
-    if other is None or other == key or other not in per_user:
-        return float("nan")
+def _p_value(
+    per_user: dict[tuple, pd.Series], key: tuple, other: tuple, permutations: int
+) -> float:
     values, baseline = per_user[key].align(per_user[other], join="inner")
-    return paired_randomization_test(values.to_numpy(), baseline.to_numpy())
+    return paired_randomization_test(values.to_numpy(), baseline.to_numpy(), permutations)
 
 
 def _per_user(cells: list[dict], metrics_paths: list[str | Path]) -> dict[tuple, pd.Series]:

@@ -3,12 +3,14 @@ table's multiple comparisons."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from seqrerank import comparison
 from seqrerank.comparison import RANDOM_WEIGHTS_FOOTNOTE, comparison_table, to_markdown
 from seqrerank.config import load_config
 from seqrerank.io import write_json
@@ -187,3 +189,24 @@ def test_a_real_run_names_hub_models_and_a_missing_model_name_its_default() -> N
     # A random-weight captioner marks a row whose reranker has real weights.
     config["captions"]["model_name"] = "results/models/tiny-blip2"
     assert base_models(config, TINY_PREFIX)["qwen3vl_caption"]["random_weights"] is True
+
+
+def test_a_table_of_many_tests_draws_enough_permutations_to_pass_holm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 10,000 permutations the smallest p-value is 1/10,001: Holm over 600 tests could
+    leave nothing significant. The permutations grow with the number of tests, so the smallest
+    attainable corrected p-value stays below alpha / 2."""
+    drawn = []
+
+    def smallest_p_value(a, b, permutations):
+        drawn.append(permutations)
+        return 1 / (permutations + 1)
+
+    monkeypatch.setattr(comparison, "paired_randomization_test", smallest_p_value)
+    systems = {("lrurec", "none"): 0.2} | {("lrurec", f"r{i}"): 0.6 for i in range(150)}
+    table = grid(tmp_path, systems, seeds=(1,))
+    tests = len(drawn)
+    assert tests == 2 * 150 + 2 * 150  # per split: each reranker vs Stage 1, each row vs the best
+    assert set(drawn) == {math.ceil(2 * tests / 0.05)}
+    assert table["p_ndcg@10_vs_stage1"].max() < 0.05 / 2
