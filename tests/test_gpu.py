@@ -187,6 +187,13 @@ FIGURES: list[dict[str, Any]] = []
 
 def record(test: str, **figures: Any) -> None:
     FIGURES.append({"test": test, **figures})
+    out = os.environ.get("SEQRERANK_GPU_FIGURES")
+    if out:  # after every test, so that a run cut short keeps its figures
+        device = "CPU (rehearsal)" if ON_CPU else torch.cuda.get_device_name()
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(
+            json.dumps({"device": device, "torch": torch.__version__, "figures": FIGURES}, indent=1)
+        )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -207,12 +214,6 @@ def _print_figures(request: pytest.FixtureRequest) -> Iterator[None]:
             reporter.write_sep("-", f"GPU figures on {device}")
             for line in lines:
                 reporter.write_line(line)
-    out = os.environ.get("SEQRERANK_GPU_FIGURES")
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(
-            json.dumps({"device": device, "torch": torch.__version__, "figures": FIGURES}, indent=1)
-        )
 
 
 def _shown(value: Any) -> str:
@@ -365,7 +366,7 @@ def sequences_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     kept = os.environ.get("SEQRERANK_GPU_MODELS")
-    return Path(kept) if kept else tmp_path_factory.mktemp("gpu-models")
+    return Path(kept).resolve() if kept else tmp_path_factory.mktemp("gpu-models")
 
 
 def rehearsal_depth(config: dict[str, Any]) -> dict[str, Any]:
@@ -663,10 +664,12 @@ def lora_steps_and_scoring(
     checkpoints: Path,
     users: int = 32,
     batch: int = 8,
+    probe_layers: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """One LoRA epoch through the training loop on ``users`` users' ground-truth lists, then the
-    verbalizer scoring of as many val users; asserts where everything ran. Returns the model and
-    the figures."""
+    verbalizer scoring of as many val users; asserts where everything ran (with
+    ``probe_layers``, a decoder layer's hook too: not in compiled code, where a hook that
+    records is traced and recompiles every call). Returns the model and the figures."""
     data = load_sequences(data_dir)
     params = {
         "loader": "transformers",
@@ -676,7 +679,8 @@ def lora_steps_and_scoring(
     }
     model = build(method, data, data_dir, params, seed=0)
     base = model.llm.get_base_model()
-    steps, layer = Steps(model), Probe(first_module(base, "DecoderLayer"))
+    steps = Steps(model)
+    layer = Probe(first_module(base, "DecoderLayer")) if probe_layers else None
     size = params.get("max_candidates", 20)
     train = CandidateTraining(data, sample_ground_truth(data, "train", size - 1, seed=0))
     val = sample_ground_truth(data, "val", size - 1, seed=0).first_users(users)
@@ -686,8 +690,12 @@ def lora_steps_and_scoring(
     with measured() as scoring:
         ranked = rerank(model, data, val)
 
-    assert_trained_on_the_gpu(steps, layer, expect_bf16_output=False)
-    assert layer.devices() == {DEVICE}  # scoring too
+    if layer is not None:
+        assert_trained_on_the_gpu(steps, layer, expect_bf16_output=False)
+        assert layer.devices() == {DEVICE}  # scoring too
+    else:
+        assert len(steps) > 0 and all(steps.autocast) is (DEVICE == "cuda")
+        assert steps.devices <= {DEVICE}
     lora = {name: p for name, p in model.llm.named_parameters() if "lora_" in name}
     assert lora and {p.device.type for p in lora.values()} == {DEVICE}
     assert any(p.detach().abs().sum() > 0 for name, p in lora.items() if "lora_B" in name), (
@@ -759,55 +767,6 @@ def test_qwen3vl_2b_lora_steps_and_scoring_with_images(
     )
     (tower,) = towers
     assert tower.training() and tower.devices() == {DEVICE}
-
-
-@pytest.mark.skipif(ON_CPU or not installed("bitsandbytes"), reason="4 bits need bitsandbytes")
-def test_qwen_15b_in_4_bits(demo_dir: Path, qwen_15b: str, tmp_path: Path) -> None:
-    import bitsandbytes as bnb
-
-    model, _ = lora_steps_and_scoring(
-        "Qwen2.5-1.5B shape, transformers, 4 bits (NF4)",
-        "qwen",
-        demo_dir,
-        {**QWEN_PARAMS, "model_name": qwen_15b, "use_quantization": True},
-        tmp_path,
-    )
-    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.llm.modules())
-
-
-def test_qwen_15b_shape_with_torch_compile(
-    demo_dir: Path, qwen_15b_shallow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``use_torch_compile``: the LoRA steps and the scoring run through compiled code. The
-    verbalizer calls the decoder stack (``base.model``), not the causal LM around it: that is
-    the module that must be compiled. Where the loader compiled only the outer module, this
-    compiles the inner one itself (so the compiled path still runs here) and fails at the end."""
-    from torch._dynamo.utils import counters
-
-    compiled_by_loader: list[bool] = []
-
-    def checked(model: Any) -> None:
-        inner = model.get_base_model().model
-        compiled_by_loader.append(inner._compiled_call_impl is not None)
-        if not compiled_by_loader[-1]:
-            inner.compile()
-
-    after_loading(monkeypatch, checked)
-    torch._dynamo.reset()
-    counters.clear()
-    lora_steps_and_scoring(
-        f"Qwen2.5-1.5B shape at {COMPILE_LAYERS} layers, torch.compile (first calls compile)",
-        "qwen",
-        demo_dir,
-        {**QWEN_PARAMS, "model_name": qwen_15b_shallow, "use_torch_compile": True},
-        tmp_path,
-    )
-    assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled"
-    assert compiled_by_loader == [True], (
-        "use_torch_compile compiled the causal LM, but the verbalizer calls its decoder stack "
-        "(base.model) directly, so nothing it runs is compiled; seqrerank.llm.loading should "
-        "compile model.model"
-    )
 
 
 def test_vip5_on_a_t5_small_shape(
@@ -955,6 +914,59 @@ def test_an_llm_cell_under_torchrun(
         job_s=seconds,
         epoch_s=history[0]["train_seconds"],
         peak_gib_per_gpu=max(r["peak_gib"] for r in ranks),
+    )
+
+
+# ---- 4 bits and torch.compile -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(ON_CPU or not installed("bitsandbytes"), reason="4 bits need bitsandbytes")
+def test_qwen_15b_in_4_bits(demo_dir: Path, qwen_15b: str, tmp_path: Path) -> None:
+    import bitsandbytes as bnb
+
+    model, _ = lora_steps_and_scoring(
+        "Qwen2.5-1.5B shape, transformers, 4 bits (NF4)",
+        "qwen",
+        demo_dir,
+        {**QWEN_PARAMS, "model_name": qwen_15b, "use_quantization": True},
+        tmp_path,
+    )
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.llm.modules())
+
+
+def test_qwen_15b_shape_with_torch_compile(
+    demo_dir: Path, qwen_15b_shallow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``use_torch_compile``: the LoRA steps and the scoring run through compiled code. The
+    verbalizer calls the decoder stack (``base.model``), not the causal LM around it: that is
+    the module that must be compiled. Where the loader compiled only the outer module, this
+    compiles the inner one itself (so the compiled path still runs here) and fails at the end."""
+    from torch._dynamo.utils import counters
+
+    compiled_by_loader: list[bool] = []
+
+    def checked(model: Any) -> None:
+        inner = model.get_base_model().model
+        compiled_by_loader.append(inner._compiled_call_impl is not None)
+        if not compiled_by_loader[-1]:
+            inner.compile()
+
+    after_loading(monkeypatch, checked)
+    torch._dynamo.reset()
+    counters.clear()
+    lora_steps_and_scoring(
+        f"Qwen2.5-1.5B shape at {COMPILE_LAYERS} layers, torch.compile (first calls compile)",
+        "qwen",
+        demo_dir,
+        {**QWEN_PARAMS, "model_name": qwen_15b_shallow, "use_torch_compile": True},
+        tmp_path,
+        probe_layers=False,
+    )
+    assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled"
+    assert compiled_by_loader == [True], (
+        "use_torch_compile compiled the causal LM, but the verbalizer calls its decoder stack "
+        "(base.model) directly, so nothing it runs is compiled; seqrerank.llm.loading should "
+        "compile model.model"
     )
 
 
