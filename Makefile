@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 
-.PHONY: setup demo test test-slurm bench lint containers clean-demo
+.PHONY: setup demo test test-slurm test-gpu gpu-check bench lint containers clean-demo
 
 setup: $(STAMP)
 
@@ -28,6 +28,17 @@ test: $(STAMP)
 # writes /etc/slurm/slurm.conf): `make test` skips it unless CI=true.
 test-slurm: $(STAMP)
 	$(BIN)/python -m pytest --slurm-cluster -m slurm tests/test_slurm.py
+
+# The GPU tests alone (tests/test_gpu.py and any other test marked gpu): every GPU path once, with
+# peak GPU memory and time per step; skipped, with the reason, on a machine without CUDA.
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -m gpu -rs
+
+# On a GPU machine, in under 10 minutes: the GPU benchmark (python -m benchmarks.gpu) and the GPU
+# tests, then which parts ran and which were skipped for missing packages. It uses .venv where it
+# runs, else python3 (a GPU node's own environment), so it sets nothing up.
+gpu-check:
+	benchmarks/gpu_check.sh
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

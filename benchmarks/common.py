@@ -11,14 +11,25 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
+from seqrerank.data.dataset import SequenceData, as_dataset_files
 from seqrerank.data.prepare import prepare_dataset
+from seqrerank.io import content_digest
+from seqrerank.llm import tiny
+from seqrerank.methods.base import Recommender
+from seqrerank.model_files import build_model
+from seqrerank.pipeline import method_inputs
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# The shared data beside the repository (../shared), or inside it (a copy of the checkout that
+# carries its shared/ folder along, as on a GPU machine).
+SHARED = next(
+    (path for path in (REPO.parent / "shared", REPO / "shared") if path.is_dir()),
+    REPO.parent / "shared",
+)
 BEAUTY = SHARED / "data" / "amazon-beauty"
 BENCH_RESULTS = REPO / "results" / "bench"
 T = TypeVar("T")
@@ -73,8 +84,41 @@ def environment() -> dict:
 
 
 def bench_dataset() -> str:
-    """The real Beauty sequences when ../shared has them, else the built-in demo data."""
-    return "beauty" if (BEAUTY / "Beauty.txt").exists() else "demo"
+    """The real Beauty sequences when ../shared has them, else the built-in demo data;
+    BENCH_DATASET=demo chooses the demo data anyway (a quick check of a benchmark's code)."""
+    chosen = os.environ.get("BENCH_DATASET")
+    if chosen not in (None, "", "beauty", "demo"):
+        raise SystemExit(f"BENCH_DATASET must be beauty or demo, not {chosen!r}")
+    if chosen == "demo" or not (BEAUTY / "Beauty.txt").exists():
+        if chosen == "beauty":
+            raise SystemExit(f"BENCH_DATASET=beauty, but {BEAUTY / 'Beauty.txt'} does not exist")
+        return "demo"
+    return "beauty"
+
+
+def tiny_checkpoint(kind: str, **config: Any) -> str:
+    """The checkpoint folder of a tiny random-weight model of ``kind`` (seqrerank.llm.tiny),
+    written once under results/bench/models/ and again whenever tiny.py changes."""
+    suffix = "".join(f"-{key}{value}" for key, value in sorted(config.items()))
+    digest = content_digest([Path(tiny.__file__)])[:8]
+    path = BENCH_RESULTS / "models" / f"tiny-{kind}{suffix}-{digest}"
+    if not (path / "config.json").exists():
+        tiny.save_tiny_model(kind, path, **config)
+    return str(path)
+
+
+def build_method(
+    method: str,
+    data: SequenceData,
+    data_dir: Path,
+    params: dict[str, Any],
+    seed: int = 0,
+    features: dict[str, Path] | None = None,
+) -> Recommender:
+    """A fresh model of ``method`` for the prepared dataset in ``data_dir``, given its item
+    table, images and the feature files ``features`` as the workflow gives them."""
+    inputs = method_inputs(as_dataset_files(data_dir), data, features)
+    return build_model(method, data, params, seed, **inputs)
 
 
 def epoch_budget(epochs: int = 40, patience: int = 5) -> dict[str, int]:

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from benchmarks.common import BENCH_RESULTS, Timer, environment, prepared_dataset
-from benchmarks.llm_gpu import QWEN25_7B
+from benchmarks.common import Timer, build_method, environment, prepared_dataset
+from benchmarks.random_models import QWEN25_7B, random_qwen2
 from seqrerank import distributed
 from seqrerank.candidates import CandidateTraining, RankedLists, sample_ground_truth
 from seqrerank.data.dataset import load_sequences
 from seqrerank.evaluation import rerank
-from seqrerank.pipeline import build_model, use_threads
+from seqrerank.pipeline import use_threads
 from seqrerank.training import TrainSettings, fit
 
 
@@ -42,7 +42,9 @@ def main() -> None:
     batch = int(os.environ.get("BENCH_GPU_BATCH", 8))
     layers = int(os.environ.get("BENCH_GPU_LAYERS", 28))
     candidates = int(os.environ.get("BENCH_GPU_CANDIDATES", 20))
-    model = os.environ.get("BENCH_MODEL") or str(random_qwen25_7b(layers))
+    model = os.environ.get("BENCH_MODEL") or str(
+        random_qwen2("qwen2.5-7b", QWEN25_7B, num_hidden_layers=layers)
+    )
     params = {
         "model_name": model,
         "loader": "transformers",  # the same loader on 1 GPU as on several
@@ -81,24 +83,6 @@ def main() -> None:
         )
 
 
-def random_qwen25_7b(layers: int) -> Path:
-    """A Qwen2.5-7B-shaped model with random weights and the Qwen tokenizer, written once."""
-    folder = BENCH_RESULTS / f"qwen25-7b-random-{layers}-layers"
-    if (folder / "config.json").exists():
-        return folder
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from seqrerank.llm.tiny import qwen_tokenizer
-
-    with torch.device("cuda"):
-        model = Qwen2ForCausalLM(Qwen2Config(num_hidden_layers=layers, **QWEN25_7B))
-    model.to(torch.bfloat16).save_pretrained(folder)
-    qwen_tokenizer().save_pretrained(folder)
-    del model
-    torch.cuda.empty_cache()
-    return folder
-
-
 def measure(
     data_dir: Path,
     params: dict,
@@ -112,7 +96,7 @@ def measure(
     use_threads(threads)
     data = load_sequences(data_dir)
     size = params["max_candidates"] - 1
-    model = build_model("qwen", data, data_dir, params, seed=settings.seed)
+    model = build_method("qwen", data, data_dir, params, seed=settings.seed)
     train = CandidateTraining(data, sample_ground_truth(data, "train", size, seed=0))
     val = first(sample_ground_truth(data, "val", size, seed=0), users)
     rerank(model, data, first(val, params["score_batch_size"] * distributed.world_size()))

@@ -1,6 +1,7 @@
 """The Qwen reranker at real size on a GPU: users per second of verbalizer scoring and of LoRA
 training steps, and peak GPU memory, for a Qwen2.5-7B-shaped model with random weights (no
-download: the timing depends on the shapes, not on the weights).
+download: the timing depends on the shapes, not on the weights; benchmarks.random_models writes
+it once and the reranker loads it by path).
 
 Runs on any CUDA machine: `python -m benchmarks.llm_gpu`. Prompts are the demo data's, with
 LlamaRec's settings (20 history titles, 20 candidates; BENCH_GPU_CANDIDATES to change).
@@ -15,46 +16,31 @@ import sys
 
 import torch
 
-from benchmarks.common import Timer, environment, prepared_dataset
+from benchmarks.common import Timer, build_method, environment, prepared_dataset
+from benchmarks.random_models import QWEN25_7B, random_qwen2
 from seqrerank.candidates import CandidateTraining, sample_ground_truth
 from seqrerank.data.dataset import load_sequences
-from seqrerank.pipeline import build_model
-
-# Qwen2.5-7B-Instruct's config.json.
-QWEN25_7B = dict(
-    vocab_size=152064,
-    hidden_size=3584,
-    intermediate_size=18944,
-    num_attention_heads=28,
-    num_key_value_heads=4,
-    max_position_embeddings=32768,
-    rope_theta=1e6,
-    rms_norm_eps=1e-6,
-    tie_word_embeddings=False,
-)
+from seqrerank.distributed import device
+from seqrerank.training import TrainSettings, mixed_precision
 
 
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("benchmarks.llm_gpu needs a CUDA GPU")
-    from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     users = int(os.environ.get("BENCH_GPU_USERS", 64))
     batch = int(os.environ.get("BENCH_GPU_BATCH", 8))
     layers = int(os.environ.get("BENCH_GPU_LAYERS", 28))
     candidates = int(os.environ.get("BENCH_GPU_CANDIDATES", 20))
     data_dir = prepared_dataset("demo")
     data = load_sequences(data_dir)
-    params = {"model_name": "tiny", "max_history": 20, "max_candidates": candidates}
-    reranker = build_model("qwen", data, data_dir, {**params, "score_batch_size": batch}, seed=0)
-
-    # The real-size model in place of the tiny one: same tokenizer, prompts and scoring code.
-    config = Qwen2Config(num_hidden_layers=layers, **QWEN25_7B)
-    with torch.device("cuda"):
-        base = Qwen2ForCausalLM(config).to(torch.bfloat16)
-    lora = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
-    reranker.llm = get_peft_model(base, lora)
+    params = {
+        "model_name": str(random_qwen2("qwen2.5-7b", QWEN25_7B, num_hidden_layers=layers)),
+        "loader": "transformers",
+        "max_history": 20,
+        "max_candidates": candidates,
+        "score_batch_size": batch,
+    }
+    reranker = build_method("qwen", data, data_dir, params)
     torch.cuda.reset_peak_memory_stats()
 
     val = sample_ground_truth(data, "val", candidates - 1, seed=0)
@@ -77,10 +63,14 @@ def main() -> None:
     train = CandidateTraining(data, sample_ground_truth(data, "train", candidates - 1, seed=0))
     steps = list(reranker.training_batches(train, batch, torch.Generator().manual_seed(0)))
     steps = steps[: max(2, users // batch)]
+    # As the training loop runs a step on a GPU: under bf16 autocast.
+    precision = mixed_precision(reranker, TrainSettings(1, 1e-4, batch, 1), device())
     with Timer() as training:
         for step in steps:
             optimizer.zero_grad(set_to_none=True)
-            reranker.loss(step).backward()
+            with precision:
+                loss = reranker.loss(step)
+            loss.backward()
             optimizer.step()
         torch.cuda.synchronize()
     trained_users = sum(len(step[0]) for step in steps)

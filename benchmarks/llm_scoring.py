@@ -14,19 +14,25 @@ import os
 import numpy as np
 import torch
 
-from benchmarks.common import Timer, environment, prepared_dataset
+from benchmarks.common import (
+    Timer,
+    build_method,
+    environment,
+    prepared_dataset,
+    tiny_checkpoint,
+)
 from seqrerank.candidates import sample_ground_truth
 from seqrerank.data.dataset import load_sequences
-from seqrerank.pipeline import build_model
 
-PARAMS = {"model_name": "tiny", "max_history": 20, "max_item_tokens": 32, "max_candidates": 20}
+PARAMS = {"max_history": 20, "max_item_tokens": 32, "max_candidates": 20, "score_batch_size": 8}
 
 
 def main() -> None:
     users = int(os.environ.get("BENCH_LLM_USERS", 64))
     data_dir = prepared_dataset("demo")
     data = load_sequences(data_dir)
-    model = build_model("qwen", data, data_dir, {**PARAMS, "score_batch_size": 8}, seed=0)
+    params = {**PARAMS, "model_name": tiny_checkpoint("qwen3"), "loader": "transformers"}
+    model = build_method("qwen", data, data_dir, params)
     lists = sample_ground_truth(data, "val", 19, seed=0)
     histories = [data.inputs("val")[u][-20:] for u in range(users)]
     prompts = [model.prompts.build(h, c) for h, c in zip(histories, lists.items, strict=False)]

@@ -6,7 +6,8 @@ workflow, is measured here by full ranking, as LlamaRec reports it.
 Each model trains in a fresh process, so its peak memory is its own. Without ../shared it runs
 on the built-in demo data with config/demo.yaml's settings (same code path, smaller numbers).
 Environment variables: BENCH_EPOCHS and BENCH_PATIENCE override the config's epochs and patience
-(for a quick run; the published comparison needs the config's).
+(for a quick run; the published comparison needs the config's); BENCH_DATASET=demo runs on the
+demo data even where Beauty is present (a quick check of the code).
 """
 
 from __future__ import annotations
