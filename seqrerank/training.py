@@ -22,6 +22,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -55,6 +56,8 @@ class TrainSettings:
 
 
 def seed_everything(seed: int) -> None:
+    # cuBLAS is deterministic only with a fixed workspace, set before CUDA starts.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.manual_seed(seed)
     # The flag that torch.use_deterministic_algorithms sets, without the import of
     # torch._inductor it also does (4 s in every job) for compiled code: a model that is
@@ -149,7 +152,8 @@ def fit(
         torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout
         started = time.perf_counter()
         model.train()
-        total, batches = 0.0, 0
+        # Summed on the device and read now and then: reading a loss waits for the GPU.
+        total, batches = torch.zeros((), device=target), 0
         bar = progress(
             model.training_batches(data, settings.batch_size, generator),
             desc=f"epoch {epoch}/{settings.epochs}",
@@ -162,9 +166,11 @@ def fit(
                 loss = loss_of(part) * weight
             loss.backward()
             optimizer.step()
-            total, batches = total + loss.item(), batches + 1
-            bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
-        total = distributed.average(total)  # the ranks' weighted losses: the batches' means
+            total, batches = total + loss.detach(), batches + 1
+            if batches % 50 == 0:
+                bar.set_postfix(loss=f"{total.item() / batches:.4f}", refresh=False)
+        # The ranks' weighted losses: the batches' means.
+        total = distributed.average(total.item())
         train_seconds = time.perf_counter() - started
         model.eval()
         metrics = distributed.from_main(validate(model))

@@ -11,6 +11,7 @@ unless ``CI=true`` (tests/conftest.py).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -104,7 +105,11 @@ def rule_of(job: dict[str, str]) -> str:
 
 def test_every_job_of_the_grid_ran_as_a_slurm_job(slurm_run) -> None:
     workdir, output, jobs = slurm_run
-    planned = {rule: n for rule, n in job_stats(output).items() if rule not in ("total", "all")}
+    # Local rules (the demo's tiny checkpoints, downloads) run where Snakemake runs.
+    local = set(re.findall(r"^localrule (\w+):", output, re.MULTILINE))
+    planned = {
+        rule: n for rule, n in job_stats(output).items() if rule not in {"total", "all", *local}
+    }
     ran = {}
     for job in jobs:
         ran[rule_of(job)] = ran.get(rule_of(job), 0) + 1
@@ -131,4 +136,12 @@ def test_slurm_table_equals_the_local_run(slurm_run, demo_run) -> None:
     in_grid = local["retriever"].isin([*SLURM_GRID["retrievers"], "none"]) & local["reranker"].isin(
         [*SLURM_GRID["rerankers"], "none"]
     )
-    pd.testing.assert_frame_equal(slurm, local[in_grid].reset_index(drop=True))
+    local = local[in_grid].reset_index(drop=True)
+    # The p-values are Holm-adjusted over the table's tests, and this table has fewer of them:
+    # each is at most the local one, and every other column is equal.
+    adjusted = ["p_ndcg@10_vs_stage1", "p_ndcg@10_vs_best", "ndcg@10_sig"]
+    pd.testing.assert_frame_equal(slurm.drop(columns=adjusted), local.drop(columns=adjusted))
+    for column in adjusted[:2]:
+        tested = local[column].notna()
+        assert (slurm[column].notna() == tested).all()
+        assert (slurm.loc[tested, column] <= local.loc[tested, column] + 1e-12).all()

@@ -80,7 +80,9 @@ def load_pretrained(settings: LoadSettings) -> tuple[Any, Any]:
         from torch._inductor import config as inductor_config
 
         inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
-        model.compile()
+        # The rerankers call the decoder stack (model.model) directly, not the LM around it;
+        # generation reaches it through the LM, so compiling it serves both.
+        getattr(model, "model", model).compile()
     return model, processor
 
 
