@@ -22,6 +22,7 @@ from seqrerank.data.dataset import SPLITS, SequenceData, as_dataset_files
 from seqrerank.evaluation import evaluate, rerank, retrieve
 from seqrerank.io import read_json
 from seqrerank.methods.fusion import Fusion
+from seqrerank.methods.ltr import Queries
 from seqrerank.model_files import build_model, load_model, save_model
 from seqrerank.pipeline import (
     RerankCandidates,
@@ -221,7 +222,7 @@ def test_the_workflow_hands_sources_over_as_named_inputs(trained: Trained) -> No
     assert retrieved_inputs(named) == {"lrurec": Path("a.csv"), "bert4rec": Path("b.csv")}
 
 
-def test_ltr_trains_on_train_lists_and_stops_early_on_val(trained: Trained) -> None:
+def test_ltr_is_cross_fitted_on_val_lists_and_stops_early(trained: Trained) -> None:
     history = read_json(trained.out / "ltr/history.json")
     best = [entry["epoch"] for entry in history if entry["best"]][-1]
     assert len(history) < LTR_PARAMS["max_rounds"]  # stopped early ...
@@ -229,6 +230,51 @@ def test_ltr_trains_on_train_lists_and_stops_early_on_val(trained: Trained) -> N
     values = [entry["val"]["ndcg@10"] for entry in history]
     assert values[best - 1] == max(values) > values[0]
     assert history[-1]["train_seconds"] > 0
+
+
+def test_ltr_can_train_on_train_lists_and_stop_on_val_lists(trained: Trained) -> None:
+    model = built_ltr(trained, {**LTR_PARAMS, "train_task": "train"})
+    fused = lists_of(trained.out / "fusion/retrieved.csv")
+    history = model.fit_lists(
+        trained.data, fused["train"].head(TOP_K), fused["val"].head(TOP_K), RERANK
+    )
+    assert len(model.boosters) == 1 and model.user_folds is None
+    best = [entry["epoch"] for entry in history if entry["best"]][-1]
+    # The val metric it stops on is the reranked val lists' own.
+    reranked = rerank(model, trained.data, fused["val"].head(TOP_K))
+    assert evaluate(reranked)["ndcg@10"] == pytest.approx(history[best - 1]["val"]["ndcg@10"])
+
+
+def test_cross_fitted_ltr_scores_val_users_out_of_fold(trained: Trained) -> None:
+    model = load_model(trained.out / "ltr/model.pt", trained.data, **inputs_of(trained))
+    assert len(model.boosters) == 5
+    assert np.bincount(model.user_folds).min() > 0.15 * trained.data.num_users
+    val = lists_of(trained.out / "fusion/retrieved.csv")["val"].head(TOP_K)
+    scores = model.score_lists(trained.data, val)
+    row = 0
+    fold = model.user_folds[val.users[row] - 1]
+    features = model.list_features.matrix(val.first_users(1))
+    np.testing.assert_allclose(scores[row], model.boosters[fold].predict(features))
+    # Other lists are scored by the mean of the fold models.
+    test = lists_of(trained.out / "fusion/retrieved.csv")["test"].head(TOP_K).first_users(1)
+    features = model.list_features.matrix(test)
+    mean = np.mean([booster.predict(features) for booster in model.boosters], axis=0)
+    np.testing.assert_allclose(model.score_lists(trained.data, test)[0], mean)
+
+
+def test_no_users_test_item_is_in_the_lists_ltr_learns_from(trained: Trained) -> None:
+    val = lists_of(trained.out / "fusion/retrieved.csv")["val"].head(TOP_K)
+    builder = ListFeatures(trained.data, inputs_of(trained)["retrieved"], LTR_PARAMS["sources"])
+    kept = Queries.of(builder, val)
+    learnt = Queries.of(builder, val, drop=trained.data.test[val.users - 1])
+    holding = (val.items == trained.data.test[val.users - 1, None])[kept.rows].sum()
+    assert holding > 0  # the val lists do hold test items ...
+    assert kept.sizes.sum() - learnt.sizes.sum() == holding  # ... none of which is learnt from
+
+
+def inputs_of(trained: Trained) -> dict:
+    dataset = as_dataset_files(trained.data_dir)
+    return method_inputs(dataset, trained.data, trained.features, trained.sources)
 
 
 def test_ltr_refuses_lists_of_the_wrong_tasks(trained: Trained) -> None:
