@@ -6,8 +6,10 @@ All share one CSV layout, one row per (split, user): ``split,user,target,items,s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -87,6 +89,42 @@ def read_ranked_lists(path: str | Path) -> dict[str, RankedLists]:
             str(split), part["user"].to_numpy(), part["target"].to_numpy(), items, scores
         )
     return out
+
+
+def forbidden_items(data: SequenceData, lists: RankedLists) -> np.ndarray:
+    """[users, K] True where a list holds an item that :func:`seqrerank.evaluation.retrieve`
+    never puts there: one of the user's input history for ``lists.split`` (unless the dataset
+    keeps repeats), and in ``train`` lists the user's val or test item (the task's future) unless
+    it is the target itself."""
+    width = data.num_items + 1
+    rows = lists.users - 1
+    keys = rows[:, None] * width + lists.items
+    banned = []
+    if not data.repeats:
+        inputs = data.inputs(lists.split)
+        owner = np.repeat(np.arange(data.num_users), [len(seq) for seq in inputs])
+        banned.append(owner * width + np.concatenate(inputs))
+    if lists.split == "train":
+        later = data.val_and_test_items()[rows]
+        later = np.where(later == lists.targets[:, None], 0, later)
+        banned.append((rows[:, None] * width + later)[later > 0])
+    if not banned:
+        return np.zeros(lists.items.shape, dtype=bool)
+    return np.isin(keys, np.concatenate(banned)) & (lists.items > 0)
+
+
+def retrieved_inputs(named_inputs: Mapping[str, Any]) -> dict[str, Path]:
+    """The exported lists among a rule's named inputs (``retrieved_<source>``), by source."""
+    return {
+        name.removeprefix("retrieved_"): Path(path)
+        for name, path in named_inputs.items()
+        if name.startswith("retrieved_")
+    }
+
+
+def load_retrieved(paths: Mapping[str, str | Path]) -> dict[str, dict[str, RankedLists]]:
+    """The exported lists of each source (``retrieved.csv``), by source and split."""
+    return {source: read_ranked_lists(path) for source, path in paths.items()}
 
 
 def sample_ground_truth(

@@ -31,8 +31,12 @@ def retrieve(
     """Top-``top_k`` items of every user over all items, the user's history excluded (unless the
     dataset keeps repeats, see :class:`SequenceData`). The lists of the ``train`` task, which
     rerankers train on, also exclude the user's validation and test items: they lie in that
-    task's future."""
+    task's future. A method that builds whole lists itself (:meth:`Recommender.ranked_lists`)
+    returns them instead."""
     model.eval()
+    built = model.ranked_lists(data, split, top_k)
+    if built is not None:
+        return built
     target = distributed.place(model)
     inputs, targets = data.inputs(split), data.targets(split)
     # A later item equal to the target (a kept repeat) stays: it is the answer.
@@ -74,8 +78,12 @@ def rerank(
     candidates: RankedLists,
 ) -> RankedLists:
     """Candidate lists reordered by ``model``'s scores. Ties keep the incoming order, which is
-    Stage 1's rank in retrieval mode and a random order in ground-truth mode."""
+    Stage 1's rank in retrieval mode and a random order in ground-truth mode. A method that
+    scores whole lists (:meth:`Recommender.score_lists`) is asked for all of them at once."""
     model.eval()
+    list_scores = model.score_lists(data, candidates)
+    if list_scores is not None:
+        return reorder(candidates, torch.as_tensor(np.asarray(list_scores, dtype=np.float32)))
     target = distributed.place(model)
     inputs = data.inputs(candidates.split)
     row_histories = [inputs[user - 1] for user in candidates.users]
@@ -93,6 +101,21 @@ def rerank(
         scores[rows] = batch_scores.gather(1, order).cpu().numpy()
     items, scores = distributed.gather_rows(batches, items, scores)
     return RankedLists(candidates.split, candidates.users, candidates.targets, items, scores)
+
+
+def reorder(candidates: RankedLists, scores: torch.Tensor) -> RankedLists:
+    """``candidates`` sorted by ``scores`` [users, K], best first, ties in the incoming order,
+    padding (item 0) last."""
+    cands = torch.as_tensor(candidates.items)
+    scores = scores.float().masked_fill(cands == 0, float("-inf"))
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    return RankedLists(
+        candidates.split,
+        candidates.users,
+        candidates.targets,
+        cands.gather(1, order).numpy(),
+        scores.gather(1, order).numpy(),
+    )
 
 
 def evaluate(lists: RankedLists) -> dict[str, float]:

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from seqrerank.candidates import RankedLists
 from seqrerank.data.dataset import SequenceData
 from seqrerank.data.images import ItemImages
 from seqrerank.features import ItemFeatures
 from seqrerank.io import atomic_path
 from seqrerank.methods.base import Recommender, check_params
-from seqrerank.registry import load_method
+from seqrerank.registry import load_method, method_spec
 from seqrerank.training import seed_everything
 
 
@@ -33,13 +34,17 @@ def build_model(
     items: pd.DataFrame | None = None,
     features: Mapping[str, ItemFeatures] | None = None,
     images: ItemImages | None = None,
+    retrieved: Mapping[str, Mapping[str, RankedLists]] | None = None,
 ) -> Recommender:
     """A fresh model of ``method`` for ``data``: its initial weights drawn from ``seed``; the
-    item table, features and images for the methods that read them."""
+    item table, features and images for the methods that read them, and other models' exported
+    lists (``retrieved``, by source and split) for those whose registry entry ``reads_lists``
+    (ignored for the others)."""
     cls = load_method(method)
     check_params(cls, dict(params), where=f"config methods.{method}.model")
     seed_everything(seed)
-    return cls.from_data(data, items=items, features=features, images=images, **params)
+    lists = {"retrieved": retrieved} if method_spec(method).reads_lists else {}
+    return cls.from_data(data, items=items, features=features, images=images, **lists, **params)
 
 
 def save_model(model: Recommender, method: str, params: Mapping[str, Any], path: Path) -> None:
@@ -55,10 +60,18 @@ def load_model(
     items: pd.DataFrame | None = None,
     features: Mapping[str, ItemFeatures] | None = None,
     images: ItemImages | None = None,
+    retrieved: Mapping[str, Mapping[str, RankedLists]] | None = None,
 ) -> Recommender:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model = build_model(
-        saved["method"], data, saved["params"], 0, items=items, features=features, images=images
+        saved["method"],
+        data,
+        saved["params"],
+        0,
+        items=items,
+        features=features,
+        images=images,
+        retrieved=retrieved,
     )
     model.load_state_dict(saved["state_dict"])
     return model.eval()

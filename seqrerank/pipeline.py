@@ -20,6 +20,8 @@ import torch
 from seqrerank import distributed
 from seqrerank.candidates import (
     CandidateTraining,
+    RankedLists,
+    load_retrieved,
     read_ranked_lists,
     sample_ground_truth,
     write_ranked_lists,
@@ -37,7 +39,7 @@ from seqrerank.data.dataset import (
 from seqrerank.data.images import ItemImages
 from seqrerank.evaluation import cell_metrics, evaluate, rerank, retrieve
 from seqrerank.features import load_feature_files
-from seqrerank.io import content_digest, write_json
+from seqrerank.io import atomic_path, content_digest, write_json
 from seqrerank.methods.base import Recommender
 from seqrerank.metrics import format_metrics_table
 from seqrerank.model_files import build_model, load_model, save_model
@@ -65,18 +67,34 @@ class RerankCandidates:
 
 
 def method_inputs(
-    dataset: DatasetFiles, data: SequenceData, features: Mapping[str, Path] | None
+    dataset: DatasetFiles,
+    data: SequenceData,
+    features: Mapping[str, Path] | None,
+    retrieved: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """What a method may read beside the sequences, loaded: the item table (with the generated
-    texts the dataset files name), the item features, and the images when their folder is
-    given."""
+    texts the dataset files name), the item features, the images when their folder is given,
+    and other models' exported lists (``retrieved``: source name -> its ``retrieved.csv``)."""
     items = load_items(dataset)
     images = ItemImages(dataset.images, items) if dataset.images else None
     return {
         "items": items,
         "features": load_feature_files(features or {}, data.num_items),
         "images": images,
+        "retrieved": load_retrieved(retrieved or {}),
     }
+
+
+def _candidate_lists(
+    method: str, candidates: RerankCandidates | None
+) -> tuple[RankedLists, RankedLists]:
+    """The ``train``-task lists a reranker learns from and the ``val``-task lists it is
+    validated on, the first ``top_k`` of each."""
+    if candidates is None:
+        raise ValueError(f"{method} trains on candidate lists, but none were given")
+    train_lists = read_ranked_lists(candidates.training)["train"].head(candidates.top_k)
+    val_lists = read_ranked_lists(candidates.validation)["val"].head(candidates.top_k)
+    return train_lists, val_lists
 
 
 def train(
@@ -87,26 +105,29 @@ def train(
     checkpoint_dir: Path,
     features: Mapping[str, Path] | None = None,
     candidates: RerankCandidates | None = None,
+    retrieved: Mapping[str, Path] | None = None,
 ) -> tuple[Recommender, SequenceData, list[dict]]:
     """Build and train a method on a prepared dataset. It validates by full ranking on val, or,
     when it trains on ``candidates``, by reranking the val candidates. A checkpoint is resumed
-    only for the same content of everything read here, the same parameters and settings."""
+    only for the same content of everything read here, the same parameters and settings. A
+    method that trains itself on the candidate lists (``trains_itself``) does so without the
+    shared loop, and without checkpoints (it trains in minutes)."""
     dataset = as_dataset_files(dataset)
     data = load_sequences(dataset)
-    inputs = method_inputs(dataset, data, features)
+    inputs = method_inputs(dataset, data, features, retrieved)
     model = build_model(method, data, params, settings.seed, **inputs)
     history: list[dict] = []
+    if model.trains_itself:
+        train_lists, val_lists = _candidate_lists(method, candidates)
+        return model, data, model.fit_lists(data, train_lists, val_lists, settings)
     if not model.trainable:
         return model, data, history
-    read = [*dataset.all(), *(features or {}).values()]
+    read = [*dataset.all(), *(features or {}).values(), *(retrieved or {}).values()]
     if candidates is not None:
         read += [candidates.training, candidates.validation]
     identity = json.dumps([method, dict(params), content_digest(read)], sort_keys=True)
     if method_spec(method).trains_on == "candidates":
-        if candidates is None:
-            raise ValueError(f"{method} trains on candidate lists, but none were given")
-        train_lists = read_ranked_lists(candidates.training)["train"].head(candidates.top_k)
-        val_lists = read_ranked_lists(candidates.validation)["val"].head(candidates.top_k)
+        train_lists, val_lists = _candidate_lists(method, candidates)
         examples: SequenceData | CandidateTraining = CandidateTraining(data, train_lists)
         validate = lambda m: evaluate(rerank(m, data, val_lists))  # noqa: E731
     else:
@@ -131,11 +152,15 @@ def run_retriever(
     checkpoint_dir: Path,
     features: Mapping[str, Path] | None = None,
     threads: int | None = None,
+    retrieved: Mapping[str, Path] | None = None,
 ) -> dict:
     """Stage 1: train, then export the top-``top_k`` candidates of every user for the train,
-    val and test tasks, with the val/test metrics."""
+    val and test tasks, with the val/test metrics. ``retrieved``: the exported lists of the
+    sources of a method that ``reads_lists`` (``fusion``), by source name."""
     use_threads(threads)
-    model, data, history = train(method, dataset, params, settings, checkpoint_dir, features)
+    model, data, history = train(
+        method, dataset, params, settings, checkpoint_dir, features, retrieved=retrieved
+    )
     lists = [retrieve(model, data, split, top_k) for split in SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists if part.split in EVAL_SPLITS}
     save_model(model, method, params, model_path)
@@ -159,14 +184,51 @@ def run_reranker_training(
     features: Mapping[str, Path] | None = None,
     candidates: RerankCandidates | None = None,
     threads: int | None = None,
+    retrieved: Mapping[str, Path] | None = None,
+    importance_path: Path | None = None,
 ) -> None:
+    """Train a reranker and save it. ``retrieved``: the exported lists of its sources, for a
+    method that ``reads_lists`` (``ltr``); ``importance_path``: where a method that reports
+    feature importances (``ltr``) writes them (CSV: feature, gain, splits)."""
     use_threads(threads)
     model, _, history = train(
-        method, dataset, params, settings, checkpoint_dir, features, candidates
+        method, dataset, params, settings, checkpoint_dir, features, candidates, retrieved
     )
     if distributed.is_main():
         save_model(model, method, params, model_path)
         write_json(history_path, history)
+        if importance_path is not None:
+            write_feature_importance(model, method, importance_path)
+
+
+def write_feature_importance(model: Recommender, method: str, path: Path) -> None:
+    importance = getattr(model, "feature_importance", None)
+    if importance is None:
+        raise ValueError(f"{method} reports no feature importance; drop its importance output")
+    with atomic_path(path) as tmp:
+        importance().to_csv(tmp, index=False)
+
+
+def run_export(
+    dataset: DatasetFiles | str | Path,
+    model_path: Path,
+    top_k: int,
+    *,
+    candidates_path: Path,
+    features: Mapping[str, Path] | None = None,
+    threads: int | None = None,
+) -> None:
+    """The top-``top_k`` lists of the train, val and test tasks of a trained full-ranking model
+    that is not a retriever of the grid (BERT4Rec, trained on sequences as a reranker), written
+    like a retriever's ``retrieved.csv``, so that ``fusion`` and ``ltr`` can read it as a
+    source."""
+    use_threads(threads)
+    dataset = as_dataset_files(dataset)
+    data = load_sequences(dataset)
+    model = load_model(model_path, data, **method_inputs(dataset, data, features))
+    lists = [retrieve(model, data, split, top_k) for split in SPLITS]
+    if distributed.is_main():
+        write_ranked_lists(candidates_path, lists)
 
 
 def write_ground_truth(
@@ -190,11 +252,13 @@ def run_rerank(
     label: str,
     features: Mapping[str, Path] | None = None,
     threads: int | None = None,
+    retrieved: Mapping[str, Path] | None = None,
 ) -> dict:
-    """Stage 2: rerank the first ``top_k`` candidates of every val/test user."""
+    """Stage 2: rerank the first ``top_k`` candidates of every val/test user. ``retrieved``: the
+    exported lists of the reranker's sources, for one that ``reads_lists`` (``ltr``)."""
     use_threads(threads)
     data = load_sequences(dataset)
-    model = load_model(model_path, data, **method_inputs(dataset, data, features))
+    model = load_model(model_path, data, **method_inputs(dataset, data, features, retrieved))
     candidates = read_ranked_lists(candidates_path)
     lists = [rerank(model, data, candidates[split].head(top_k)) for split in EVAL_SPLITS]
     metrics = {part.split: cell_metrics(part) for part in lists}

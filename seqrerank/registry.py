@@ -33,6 +33,11 @@ class MethodSpec:
     ``seqrerank.data.dataset.ITEM_TEXT_FILES``), so the workflow produces them first."""
     images: bool = False
     """Whether the method shows the item images themselves (given through ``from_data``)."""
+    reads_lists: bool = False
+    """Whether the method reads the exported candidate lists (``retrieved.csv``, all three
+    splits) of the models named in its ``sources`` parameter (``methods.<name>.model.sources``),
+    given through ``from_data``'s ``retrieved``: the workflow hands each over as the named input
+    ``retrieved_<source>``."""
 
 
 # Item features, and the dataset setting that provides each (for error messages).
@@ -52,10 +57,17 @@ RETRIEVERS: dict[str, MethodSpec] = {
     "vbpr": MethodSpec("seqrerank.methods.vbpr:VBPR", features=MODALITIES),
     "mmgcn": MethodSpec("seqrerank.methods.mmgcn:MMGCN", features=MODALITIES),
     "bm3": MethodSpec("seqrerank.methods.bm3:BM3", features=MODALITIES),
+    # Merges the lists of trained retrievers (and of BERT4Rec, exported by run_export).
+    "fusion": MethodSpec("seqrerank.methods.fusion:Fusion", trains_on="nothing", reads_lists=True),
 }
 
 RERANKERS: dict[str, MethodSpec] = {
     "bert4rec": MethodSpec("seqrerank.methods.bert4rec:BERT4Rec"),
+    # LightGBM LambdaRank over list features: its sources' scores and ranks, popularity,
+    # transitions, similarity in every modality the dataset has.
+    "ltr": MethodSpec(
+        "seqrerank.methods.ltr:LTR", trains_on="candidates", features=MODALITIES, reads_lists=True
+    ),
     "qwen": MethodSpec("seqrerank.methods.qwen:Qwen", trains_on="candidates", env="llm"),
     "qwen3vl_raw_image": MethodSpec(
         "seqrerank.methods.qwen3vl:Qwen3VLRawImage", trains_on="candidates", env="llm", images=True
