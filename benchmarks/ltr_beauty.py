@@ -225,8 +225,10 @@ def run_seed(args, seed: int, features: dict[str, Path]) -> dict:
     scoring_seconds = time.perf_counter() - started
     reranked = read_ranked_lists(cell / "reranked.csv")
     splits = ("val", "test") if args.test else ("val",)
+    # Every source's own full ranking (BERT4Rec's too, as LlamaRec reports it), then the
+    # fusion and the LTR.
     rows = {
-        "lrurec": read_ranked_lists(files["lrurec"]),
+        **{name: read_ranked_lists(path) for name, path in files.items()},
         "fusion": read_ranked_lists(fusion_cell / "retrieved.csv"),
         "ltr": reranked,
     }
@@ -277,7 +279,9 @@ def print_summary(results: list[dict]) -> None:
         cells = ""
         for m in REPORTED:
             values = np.array([r[split][name][m] for r in results])
-            cells += f"{values.mean():>10.4f} ± {values.std():.4f}"
+            # The sample std, as the comparison table's (none for one seed).
+            spread = values.std(ddof=1) if len(values) > 1 else float("nan")
+            cells += f"{values.mean():>10.4f} ± {spread:.4f}"
         print(f"{name:<10}{cells}")
     gains = [r[split]["ltr"]["ndcg@10"] / r[split]["lrurec"]["ndcg@10"] - 1 for r in results]
     print(f"LTR vs LRURec, NDCG@10: {100 * np.mean(gains):+.1f}% relative (per seed {gains})")

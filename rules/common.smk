@@ -149,7 +149,7 @@ def feature_models(wildcards):
 
 def method_inputs(method_wildcard):
     return lambda wildcards: GRID.method_inputs(
-        wildcards.dataset, getattr(wildcards, method_wildcard)
+        wildcards.dataset, getattr(wildcards, method_wildcard), wildcards.seed
     )
 
 

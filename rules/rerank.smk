@@ -25,6 +25,8 @@ rule train_reranker:
         training=train_settings("rerank", "reranker"),
         model_cache=GRID.model_cache(),
         checkpoint_dir=f"{RERANK_MODEL}/checkpoints",
+        # Written by a method that reports feature importance (ltr); nothing reads it.
+        importance=f"{RERANK_MODEL}/feature_importance.csv",
         top_k=config["rerank"]["top_k"],
         processes=processes_of("train_reranker"),
     script:

@@ -174,10 +174,11 @@ class Grid:
 
     # ---- what jobs read ------------------------------------------------------------------
 
-    def method_inputs(self, dataset: str, method: str) -> dict[str, str]:
+    def method_inputs(self, dataset: str, method: str, seed) -> dict[str, str]:
         """What a method's jobs read beside the dataset's standard files: its item features
         (``<modality>_features``), the generated item texts (``generated_<column>``), the
-        images folder, and a checkpoint folder that a rule writes (``checkpoint``)."""
+        images folder, its sources' exported lists (``retrieved_<source>``) and a checkpoint
+        folder that a rule writes (``checkpoint``)."""
         spec = method_spec(method)
         texts = {f"generated_{c}": f"{DATA}/{ITEM_TEXT_FILES[c]}" for c in spec.item_texts}
         images = {"images": IMAGES} if spec.images else {}
@@ -186,6 +187,7 @@ class Grid:
         return {
             **self.feature_files(dataset, method),
             **local,
+            **self.list_inputs(dataset, method, seed),
             **checkpoint_input(model_name),
             **hub_input(model_name),
         }
@@ -197,7 +199,7 @@ class Grid:
         source's lists: validation on their val split, training on their train split, or on
         the target plus random negatives with ``rerank.train_candidates: random`` (LlamaRec).
         Source ground_truth (see :meth:`training_source`) has the random lists for both."""
-        inputs = {**data_files(dataset), **self.method_inputs(dataset, reranker)}
+        inputs = {**data_files(dataset), **self.method_inputs(dataset, reranker, seed)}
         if method_spec(reranker).trains_on == "candidates":
             ground_truth = GROUND_TRUTH.format(dataset=dataset, seed=seed)
             retrieved = RETRIEVAL.format(dataset=dataset, retriever=source, seed=seed)
@@ -206,6 +208,26 @@ class Grid:
             inputs["validation_candidates"] = lists
             inputs["training_candidates"] = ground_truth if random else lists
         return inputs
+
+    def list_inputs(self, dataset: str, method: str, seed) -> dict[str, str]:
+        """The exported lists of the sources of a method that reads them (fusion, ltr:
+        ``methods.<name>.model.sources``), as named inputs ``retrieved_<source>``: each source
+        is one of the grid's retrievers, trained with the same seed."""
+        if not method_spec(method).reads_lists:
+            return {}
+        sources = list(self.model_params(method).get("sources", []))
+        unknown = [s for s in sources if s not in self.retrievers or s == method]
+        if unknown:
+            raise ValueError(
+                f"methods.{method}.model.sources names {unknown}, which are not other "
+                f"retrievers of this config ({self.retrievers}): {method} reads the lists "
+                "they export, so add them to retrievers"
+            )
+        return {
+            f"retrieved_{source}": RETRIEVAL.format(dataset=dataset, retriever=source, seed=seed)
+            + "/retrieved.csv"
+            for source in sources
+        }
 
     def modalities(self, dataset: str) -> list[str]:
         """The item features a dataset provides, by its settings."""
@@ -220,11 +242,12 @@ class Grid:
     def feature_files(self, dataset: str, method: str) -> dict[str, str]:
         """The feature files a method reads (its registry entry's features that the dataset
         provides), as named inputs ``<modality>_features``."""
-        wanted = method_spec(method).features
+        spec = method_spec(method)
+        wanted = spec.features
         if not wanted:
             return {}
         chosen = [m for m in self.modalities(dataset) if m in wanted]
-        if not chosen:
+        if not chosen and spec.needs_features:
             options = "; or ".join(f"{m}: datasets.{dataset}.{FEATURE_SOURCES[m]}" for m in wanted)
             raise ValueError(
                 f"{method} needs item features and dataset {dataset} provides none. "

@@ -189,7 +189,8 @@ def run_reranker_training(
 ) -> None:
     """Train a reranker and save it. ``retrieved``: the exported lists of its sources, for a
     method that ``reads_lists`` (``ltr``); ``importance_path``: where a method that reports
-    feature importances (``ltr``) writes them (CSV: feature, gain, splits)."""
+    feature importances (``ltr``) writes them (CSV: feature, gain, splits), others write
+    nothing."""
     use_threads(threads)
     model, _, history = train(
         method, dataset, params, settings, checkpoint_dir, features, candidates, retrieved
@@ -197,16 +198,10 @@ def run_reranker_training(
     if distributed.is_main():
         save_model(model, method, params, model_path)
         write_json(history_path, history)
-        if importance_path is not None:
-            write_feature_importance(model, method, importance_path)
-
-
-def write_feature_importance(model: Recommender, method: str, path: Path) -> None:
-    importance = getattr(model, "feature_importance", None)
-    if importance is None:
-        raise ValueError(f"{method} reports no feature importance; drop its importance output")
-    with atomic_path(path) as tmp:
-        importance().to_csv(tmp, index=False)
+        importance = getattr(model, "feature_importance", None)
+        if importance_path is not None and importance is not None:
+            with atomic_path(importance_path) as tmp:
+                importance().to_csv(tmp, index=False)
 
 
 def run_export(

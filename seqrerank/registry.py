@@ -25,6 +25,9 @@ class MethodSpec:
     features: tuple[str, ...] = ()
     """Item features (modalities) the method reads; the workflow builds those of them that the
     dataset provides and passes them to ``from_data``."""
+    needs_features: bool = True
+    """Whether a dataset must provide one of ``features``; ``False``: the method also ranks
+    without any (ltr, whose similarity features are some among many)."""
     env: str = "retrieval"
     """The software its jobs run in: the conda env ``envs/<env>.yaml`` and the Apptainer image
     ``containers/<env>.def`` built from it."""
@@ -57,7 +60,7 @@ RETRIEVERS: dict[str, MethodSpec] = {
     "vbpr": MethodSpec("seqrerank.methods.vbpr:VBPR", features=MODALITIES),
     "mmgcn": MethodSpec("seqrerank.methods.mmgcn:MMGCN", features=MODALITIES),
     "bm3": MethodSpec("seqrerank.methods.bm3:BM3", features=MODALITIES),
-    # Merges the lists of trained retrievers (and of BERT4Rec, exported by run_export).
+    # Merges the exported lists of other retrievers of the grid.
     "fusion": MethodSpec("seqrerank.methods.fusion:Fusion", trains_on="nothing", reads_lists=True),
 }
 
@@ -66,7 +69,11 @@ RERANKERS: dict[str, MethodSpec] = {
     # LightGBM LambdaRank over list features: its sources' scores and ranks, popularity,
     # transitions, similarity in every modality the dataset has.
     "ltr": MethodSpec(
-        "seqrerank.methods.ltr:LTR", trains_on="candidates", features=MODALITIES, reads_lists=True
+        "seqrerank.methods.ltr:LTR",
+        trains_on="candidates",
+        features=MODALITIES,
+        needs_features=False,
+        reads_lists=True,
     ),
     "qwen": MethodSpec("seqrerank.methods.qwen:Qwen", trains_on="candidates", env="llm"),
     "qwen3vl_raw_image": MethodSpec(

@@ -65,6 +65,36 @@ def test_a_sequence_reranker_that_is_also_a_retriever_is_trained_once_as_the_ret
     ]
 
 
+def test_fusion_and_ltr_read_their_sources_lists_of_the_same_seed() -> None:
+    g = grid(
+        retrievers=["popularity", "lrurec", "fusion"],
+        rerankers=["ltr"],
+        methods={
+            "fusion": {"model": {"sources": ["lrurec", "popularity"]}},
+            "ltr": {"model": {"sources": ["lrurec"]}},
+        },
+    )
+    assert g.method_inputs("a", "fusion", 43) == {
+        "retrieved_lrurec": "results/a/retrieval/lrurec/seed43/retrieved.csv",
+        "retrieved_popularity": "results/a/retrieval/popularity/seed43/retrieved.csv",
+    }
+    # ltr reads item features where the dataset has them; this one has none.
+    inputs = g.reranker_training_inputs("a", "ltr", "fusion", 44)
+    assert inputs["retrieved_lrurec"] == "results/a/retrieval/lrurec/seed44/retrieved.csv"
+    assert inputs["training_candidates"] == "results/a/retrieval/fusion/seed44/retrieved.csv"
+    assert not any(key.endswith("_features") for key in inputs)
+    # VBPR needs features, and says where to enable them.
+    with pytest.raises(ValueError, match="vbpr needs item features"):
+        grid(retrievers=["vbpr"]).method_inputs("a", "vbpr", 42)
+
+
+@pytest.mark.parametrize("sources", [["bm3"], ["fusion"]])
+def test_a_source_that_is_not_another_retriever_of_the_grid_is_an_error(sources) -> None:
+    g = grid(retrievers=["lrurec", "fusion"], methods={"fusion": {"model": {"sources": sources}}})
+    with pytest.raises(ValueError, match="add them to retrievers"):
+        g.method_inputs("a", "fusion", 42)
+
+
 def test_a_cell_of_the_wrong_mode_for_its_retriever_is_an_error() -> None:
     with pytest.raises(ValueError, match="ground_truth cells do not depend on a retriever"):
         grid().cell_model("a", "qwen", "ground_truth", "lrurec", 42)

@@ -1,3 +1,4 @@
+from seqrerank.candidates import retrieved_inputs
 from seqrerank.console import configure_logging
 from seqrerank.data.dataset import dataset_inputs
 from seqrerank.distributed import Processes, launch
@@ -22,4 +23,5 @@ launch(
     ranks_path=snakemake.output.ranks,
     label=snakemake.params.label,
     features=feature_inputs(snakemake.input),
+    retrieved=retrieved_inputs(snakemake.input),
 )

@@ -1,3 +1,4 @@
+from seqrerank.candidates import retrieved_inputs
 from seqrerank.console import configure_logging
 from seqrerank.data.dataset import dataset_inputs
 from seqrerank.distributed import Processes, launch
@@ -29,5 +30,7 @@ launch(
     history_path=snakemake.output.history,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     features=feature_inputs(snakemake.input),
+    retrieved=retrieved_inputs(snakemake.input),
     candidates=candidates,
+    importance_path=snakemake.params.importance,
 )

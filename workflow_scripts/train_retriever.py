@@ -1,3 +1,4 @@
+from seqrerank.candidates import retrieved_inputs
 from seqrerank.console import configure_logging
 from seqrerank.data.dataset import dataset_inputs
 from seqrerank.features import feature_inputs
@@ -19,5 +20,6 @@ run_retriever(
     ranks_path=out.ranks,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     features=feature_inputs(snakemake.input),
+    retrieved=retrieved_inputs(snakemake.input),
     threads=snakemake.threads,
 )
