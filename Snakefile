@@ -17,6 +17,9 @@ if not workflow.overwrite_configfiles:
 
 
 # The schema in its place in the workflow folder, whose rules/ the check of `resources` reads.
+# Not snakemake.utils.validate: it raises at the first error and reads a fixed schema file,
+# while this lists every error at once and checks each `methods.<name>.model` against the
+# method's own keyword arguments (the same Draft 2020-12 validator, defaults filled in too).
 validate_config(config, Path(workflow.basedir, "config/schema.yaml"), source="config")
 
 
