@@ -51,6 +51,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.random_models import QWEN25_15B  # its public config.json values
+
 ON_CPU = os.environ.get("SEQRERANK_GPU_TESTS_ON_CPU") == "1" and not torch.cuda.is_available()
 if not torch.cuda.is_available() and not ON_CPU:
     pytest.skip(
@@ -86,29 +88,9 @@ pytestmark = pytest.mark.gpu
 DEVICE = "cpu" if ON_CPU else "cuda"
 """Where every model and batch must be: the GPU (on CPU only in the rehearsal)."""
 
-# ---- the real shapes: the public config.json values of the released checkpoints -----------------
+# ---- the real shapes: the public config.json values of the released checkpoints (the Qwen2.5
+# 1.5B one is the GPU benchmark's, benchmarks/random_models.py) --------------------------------
 
-# Qwen/Qwen2.5-1.5B-Instruct
-QWEN25_15B = dict(
-    vocab_size=151936,
-    hidden_size=1536,
-    intermediate_size=8960,
-    num_hidden_layers=28,
-    num_attention_heads=12,
-    num_key_value_heads=2,
-    hidden_act="silu",
-    max_position_embeddings=32768,
-    max_window_layers=21,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    sliding_window=32768,
-    use_sliding_window=False,
-    tie_word_embeddings=True,
-    attention_dropout=0.0,
-    initializer_range=0.02,
-    bos_token_id=151643,
-    eos_token_id=151645,
-)
 # Qwen/Qwen3-VL-2B-Instruct
 QWEN3VL_2B = dict(
     text_config=dict(
