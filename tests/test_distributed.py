@@ -289,14 +289,16 @@ def test_the_full_grid_sends_model_jobs_to_the_gpu_partition_and_the_rest_to_cpu
     tmp_path: Path,
 ) -> None:
     """config/config.yaml as the user runs it: the jobs that train or run a model ask one GPU
-    and land on the GPU partition (popularity, which has no model to run, asks none); the
-    others land on the CPU one."""
+    and land on the GPU partition (popularity, which has no model to run, and ltr, whose trees
+    train on CPUs, ask none); the others land on the CPU one."""
     jobs = listed_jobs(slurm_dry_run(tmp_path, REPO / "config/config.yaml"))
     gpu_rules = {"train_retriever", "train_reranker", "rerank"}
     assert gpu_rules <= {rule for rule, _, _ in jobs}
+    assert any("reranker=ltr," in f"{wildcards}," for _, wildcards, _ in jobs)
     for rule, wildcards, resources in jobs:
         popularity = rule == "train_retriever" and "retriever=popularity," in f"{wildcards},"
-        wanted = rule in gpu_rules and not popularity
+        on_cpus = popularity or "reranker=ltr," in f"{wildcards},"
+        wanted = rule in gpu_rules and not on_cpus
         assert resources.get("gpu", 0) == int(wanted), (rule, wildcards, resources)
         expected = "gpu" if wanted else "cpu"
         assert partition_of(resources, 1, tmp_path) == expected, (rule, wildcards)

@@ -146,7 +146,9 @@ def test_apptainer_jobs_get_the_binds_of_the_config(tmp_path: Path) -> None:
     of seqrerank.grid.Grid.bind_paths), as Snakemake passes them to the jobs it starts."""
     (tmp_path / "Beauty.txt").write_text("1 1 2 3\n")
     config = yaml.safe_load((REPO / "config/beauty.yaml").read_text())
-    config["datasets"]["beauty_5core"]["path"] = str(tmp_path / "Beauty.txt")
+    dataset = config["datasets"]["beauty_5core"]
+    dataset["path"] = str(tmp_path / "Beauty.txt")
+    dataset["attributes"] = str(tmp_path / "attributes.json")
     config["model_cache"] = str(tmp_path)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     workflow = load_workflow(tmp_path / "c.yaml", apptainer_args="--nv")
