@@ -101,15 +101,27 @@ def test_default_grid_trains_each_retriever_once_per_seed(default_grid: list) ->
     assert trained == {("beauty", r, s): 1 for r in ("popularity", "lrurec") for s in SEEDS}
 
 
-def test_default_grid_trains_bert4rec_once_per_seed_on_sequences(default_grid: list) -> None:
+def test_default_grid_trains_bert4rec_once_per_seed_and_ltr_per_candidate_source(
+    default_grid: list,
+) -> None:
     trained = jobs_of(default_grid, "train_reranker", "dataset", "reranker", "source", "seed")
-    assert trained == {("beauty", "bert4rec", "sequences", s): 1 for s in SEEDS}
+    sources = ["sequences"] + ["ground_truth", "popularity", "lrurec"]
+    assert trained == {
+        ("beauty", reranker, source, s): 1
+        for s in SEEDS
+        for reranker, source in zip(["bert4rec", "ltr", "ltr", "ltr"], sources, strict=True)
+    }
 
 
 def test_default_grid_reranks_every_cell_once_per_seed(default_grid: list) -> None:
     cells = jobs_of(default_grid, "rerank", "dataset", "reranker", "mode", "retriever", "seed")
     kinds = [("retrieval", "popularity"), ("retrieval", "lrurec"), ("ground_truth", "none")]
-    assert cells == {("beauty", "bert4rec", m, r, s): 1 for m, r in kinds for s in SEEDS}
+    assert cells == {
+        ("beauty", reranker, m, r, s): 1
+        for reranker in ("bert4rec", "ltr")
+        for m, r in kinds
+        for s in SEEDS
+    }
 
 
 def test_default_grid_samples_ground_truth_candidates_once_per_seed(default_grid: list) -> None:
