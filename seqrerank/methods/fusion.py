@@ -1,9 +1,9 @@
 """Fusion: one candidate list per user, merged from the exported lists of several trained models.
 
 A retriever of the grid like any other (its ``retrieved.csv`` holds the top-K with scores for
-the train, val and test tasks), built from the lists its ``sources`` exported: Stage 1 retrievers
-(LRURec, BM3, popularity, ...) and any full-ranking model exported with
-:func:`seqrerank.pipeline.run_export` (BERT4Rec). Its Recall@K is the ceiling of every reranker
+the train, val and test tasks), built from the lists its ``sources`` exported: the other retrievers
+of the grid (LRURec, BERT4Rec, BM3, popularity, ...; outside the workflow, any full-ranking model
+exported with :func:`seqrerank.pipeline.run_export`). Its Recall@K is the ceiling of every reranker
 above it, and it is usually above each source's (the sources' hits differ).
 
 Methods (``method``):
