@@ -140,11 +140,13 @@ def test_slurm_table_equals_the_local_run(slurm_run, demo_run) -> None:
     # Through a CSV as the SLURM run's table was, so that each column's type is read alike
     # (a column empty in this part of the grid reads as float).
     local = pd.read_csv(io.StringIO(local[in_grid].to_csv(index=False)))
-    # The p-values are Holm-adjusted over the table's tests, and this table has fewer of them:
-    # each is at most the local one, and every other column is equal.
-    adjusted = ["p_ndcg@10_vs_stage1", "p_ndcg@10_vs_best", "ndcg@10_sig"]
-    pd.testing.assert_frame_equal(slurm.drop(columns=adjusted), local.drop(columns=adjusted))
-    for column in adjusted[:2]:
-        tested = local[column].notna()
-        assert (slurm[column].notna() == tested).all()
-        assert (slurm.loc[tested, column] <= local.loc[tested, column] + 1e-12).all()
+    # Every column but the tests' is equal. The p-values are Holm-adjusted over the table's
+    # tests, and this part of the grid has fewer: against Stage 1 (the same pairs here), each is
+    # at most the local one. The best row of a block, and so the tests against it, can differ.
+    tests = ["p_ndcg@10_vs_stage1", "p_ndcg@10_vs_best", "ndcg@10_sig"]
+    pd.testing.assert_frame_equal(slurm.drop(columns=tests), local.drop(columns=tests))
+    vs_stage1 = "p_ndcg@10_vs_stage1"
+    tested = local[vs_stage1].notna()
+    assert tested.any()
+    assert (slurm[vs_stage1].notna() == tested).all()
+    assert (slurm.loc[tested, vs_stage1] <= local.loc[tested, vs_stage1] + 1e-12).all()
