@@ -92,9 +92,14 @@ def _candidate_lists(
     validated on, the first ``top_k`` of each."""
     if candidates is None:
         raise ValueError(f"{method} trains on candidate lists, but none were given")
-    train_lists = read_ranked_lists(candidates.training)["train"].head(candidates.top_k)
-    val_lists = read_ranked_lists(candidates.validation)["val"].head(candidates.top_k)
-    return train_lists, val_lists
+    training = read_ranked_lists(candidates.training)
+    # Usually one file holds both (a retriever's lists, or the ground-truth ones): read it once.
+    same = Path(candidates.validation) == Path(candidates.training)
+    validation = training if same else read_ranked_lists(candidates.validation)
+    return (
+        training["train"].head(candidates.top_k),
+        validation["val"].head(candidates.top_k),
+    )
 
 
 def train(

@@ -52,6 +52,7 @@ import pytest
 import torch
 
 from benchmarks.random_models import QWEN25_15B  # its public config.json values
+from benchmarks.vip5_gpu import T5_CONFIGS
 
 ON_CPU = os.environ.get("SEQRERANK_GPU_TESTS_ON_CPU") == "1" and not torch.cuda.is_available()
 if not torch.cuda.is_available() and not ON_CPU:
@@ -147,17 +148,8 @@ QWEN3VL_IMAGES = dict(
     image_std=[0.5, 0.5, 0.5],
     size={"shortest_edge": 65536, "longest_edge": 16777216},
 )
-# google-t5/t5-small
-T5_SMALL = dict(
-    vocab_size=32128,
-    d_model=512,
-    d_kv=64,
-    d_ff=2048,
-    num_layers=6,
-    num_decoder_layers=6,
-    num_heads=8,
-    dropout_rate=0.1,
-)
+# google-t5/t5-small, as the VIP5 GPU benchmark builds it
+T5_SMALL = {**T5_CONFIGS["t5-small"], "dropout_rate": 0.1}
 COMPILE_LAYERS = 2
 """torch.compile runs on the 1.5B shape cut to 2 of its 28 layers: tracing and compiling the
 others adds minutes and nothing the path needs."""
