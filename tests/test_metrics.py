@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from seqrerank.candidates import RankedLists
-from seqrerank.evaluation import cell_metrics
+from seqrerank.evaluation import cell_metrics, top_k_columns
 from seqrerank.metrics import (
     METRIC_COLUMNS,
     format_metrics_table,
@@ -161,3 +162,25 @@ def test_cell_conditional_metrics_are_nan_when_no_target_is_in_any_list() -> Non
     cell = cell_metrics(lists([[1, 2], [3, 4]], [9, 9]))
     assert cell["target_in_list"] == 0 and cell["hit@20"] == 0.0
     assert all(math.isnan(value) for value in cell["conditional"].values())
+
+
+@pytest.mark.parametrize(("columns", "k"), [(12_102, 200), (12_102, 20), (1_001, 30), (50, 20)])
+def test_top_k_columns_gives_torch_topk_values_and_columns_holding_them(columns, k) -> None:
+    generator = torch.Generator().manual_seed(columns + k)
+    # Few distinct values (many ties) and masked columns, as a masked score matrix has.
+    scores = torch.randint(0, 40, (64, columns), generator=generator).float()
+    scores[torch.rand(scores.shape, generator=generator) < 0.3] = float("-inf")
+    scores[0, :-3] = float("-inf")  # fewer real scores than k
+    expected = scores.topk(k, dim=1)
+    values, picked = top_k_columns(scores, k)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(scores.gather(1, picked), values)
+    finite = values.isfinite()
+    for row in range(len(scores)):
+        assert len(set(picked[row][finite[row]].tolist())) == int(finite[row].sum())
+
+
+def test_top_k_columns_finds_a_best_column_past_the_last_whole_stripe() -> None:
+    scores = torch.zeros(2, 1_605)
+    scores[:, -1] = 5.0  # 1,605 = 8 stripes of 200 and five columns left over
+    assert top_k_columns(scores, 10, stripes=8).indices[:, 0].tolist() == [1_604, 1_604]

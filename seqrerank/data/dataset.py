@@ -55,7 +55,9 @@ class SequenceData:
         if split == "val":
             return self.train
         if split == "test":
-            return [np.append(seq, v) for seq, v in zip(self.train, self.val, strict=True)]
+            return [
+                np.concatenate((seq, (v,))) for seq, v in zip(self.train, self.val, strict=True)
+            ]
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
     def targets(self, split: str) -> np.ndarray:

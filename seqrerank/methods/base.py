@@ -75,7 +75,8 @@ class Recommender(nn.Module):
         """Scores [batch, num_items + 1] for every item (column 0 is padding).
 
         ``users`` holds user ids [batch]; ``histories`` the user's items [batch, length], left-
-        padded with 0 and most recent last; a model reads whichever it needs."""
+        padded with 0 and most recent last; a model reads whichever it needs. The scores are a
+        new tensor, not a view of the model's own: full ranking masks them in place."""
         raise NotImplementedError
 
     def score_candidates(

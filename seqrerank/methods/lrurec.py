@@ -115,7 +115,8 @@ class LRURec(Recommender):
         return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ self.item_embedding.weight.T + self.item_bias
+        # F.linear adds the bias inside the matrix product, not in a second pass over the scores.
+        return F.linear(hidden, self.item_embedding.weight, self.item_bias)
 
     def training_batches(
         self, data: SequenceData, batch_size: int, generator: torch.Generator

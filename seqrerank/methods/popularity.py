@@ -29,4 +29,4 @@ class Popularity(Recommender):
         return model
 
     def score(self, users: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
-        return self.counts.expand(len(users), -1)
+        return self.counts.repeat(len(users), 1)
