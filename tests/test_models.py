@@ -176,6 +176,20 @@ def test_bert4rec_masks_at_least_one_item_of_every_sequence(demo_data: SequenceD
         assert (inputs[~masked] != model.mask_token).all()
 
 
+def test_bert4rec_attention_dropout_is_its_own_rate() -> None:
+    """The original's Beauty setting drops attention weights at 0.2 and hidden states at 0.5."""
+    items = torch.tensor([[3, 5, 7, 9, 2]])
+
+    def training_outputs_differ(attention_dropout: float) -> bool:
+        torch.manual_seed(0)
+        model = BERT4Rec(num_items=10, hidden=16, dropout=0.0, attention_dropout=attention_dropout)
+        model.train()
+        return not torch.equal(model.encode(items), model.encode(items))
+
+    assert training_outputs_differ(0.5)
+    assert not training_outputs_differ(0.0)
+
+
 def test_popularity_counts_only_training_interactions(
     held_out_data: SequenceData, tmp_path: Path
 ) -> None:
