@@ -190,6 +190,17 @@ def test_bert4rec_attention_dropout_is_its_own_rate() -> None:
     assert not training_outputs_differ(0.0)
 
 
+def test_bert4rec_scores_from_the_last_position_alone_as_from_every_position() -> None:
+    torch.manual_seed(0)
+    model = BERT4Rec(num_items=50, hidden=16, layers=3, max_len=10).eval()
+    items = torch.tensor([[0, 0, 3, 4, 5, 51], [1, 2, 3, 4, 5, 51], [0, 0, 0, 0, 7, 51]])
+    with torch.inference_mode():
+        every = model.encode(items)[:, -1]
+        last = model.encode(items, last_only=True)
+    torch.testing.assert_close(last, every)
+    assert not torch.allclose(last[0], last[2])  # histories that differ score differently
+
+
 def test_popularity_counts_only_training_interactions(
     held_out_data: SequenceData, tmp_path: Path
 ) -> None:

@@ -64,14 +64,23 @@ class BERT4Rec(Recommender):
         for weight in (self.item_embedding, self.position_embedding, self.output_transform[0]):
             nn.init.trunc_normal_(weight.weight, std=0.02)
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
+    def encode(self, items: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states of left-padded ``items`` [batch, length], or with ``last_only`` the last
+        position's alone [batch, hidden]: the last layer then attends from that position only,
+        which is all that scoring reads."""
         # Positions count back from the most recent item, so a batch padded only to its longest
         # sequence sees the same positions as one padded to max_len.
         length = items.shape[1]
         positions = torch.arange(self.max_len - length, self.max_len, device=items.device)
         x = self.item_embedding(items) + self.position_embedding(positions)
         x = self.dropout(self.embedding_norm(x))
-        return self.encoder(x, src_key_padding_mask=items == 0)
+        padding = items == 0
+        if not last_only:
+            return self.encoder(x, src_key_padding_mask=padding)
+        *first, last = self.encoder.layers
+        for layer in first:
+            x = layer(x, src_key_padding_mask=padding)
+        return last_position(last, x, padding)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # Output layer tied to the item embeddings, without the mask token's row.
@@ -110,4 +119,16 @@ class BERT4Rec(Recommender):
         mask = torch.full(
             (len(recent), 1), self.mask_token, dtype=recent.dtype, device=recent.device
         )
-        return self.logits(self.encode(torch.cat([recent, mask], dim=1))[:, -1])
+        return self.logits(self.encode(torch.cat([recent, mask], dim=1), last_only=True))
+
+
+def last_position(
+    layer: nn.TransformerEncoderLayer, x: torch.Tensor, padding: torch.Tensor
+) -> torch.Tensor:
+    """``layer(x, src_key_padding_mask=padding)[:, -1]`` of a post-norm layer, with the last
+    position as its only query: the keys and values still come from every position."""
+    query = x[:, -1:]
+    attended = layer.self_attn(query, x, x, key_padding_mask=padding, need_weights=False)[0]
+    h = layer.norm1(query + layer.dropout1(attended))
+    feed_forward = layer.linear2(layer.dropout(layer.activation(layer.linear1(h))))
+    return layer.norm2(h + layer.dropout2(feed_forward))[:, 0]
