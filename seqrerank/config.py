@@ -151,7 +151,16 @@ def _check_cross_references(config: dict[str, Any], source: str) -> None:
 
 def training_settings(config: dict[str, Any], stage: str, method: str) -> dict[str, Any]:
     """Stage defaults (``retrieval`` or ``rerank``) overridden by ``methods.<method>.training``."""
-    keys = ("epochs", "lr", "weight_decay", "batch_size", "patience", "metric", "precision")
+    keys = (
+        "epochs",
+        "lr",
+        "lr_decay_epochs",
+        "weight_decay",
+        "batch_size",
+        "patience",
+        "metric",
+        "precision",
+    )
     settings = {key: config[stage][key] for key in keys}
     settings.update(config["methods"].get(method, {}).get("training", {}))
     return settings

@@ -53,6 +53,10 @@ class TrainSettings:
     seed: int = 42
     precision: Literal["bf16", "fp32"] = "bf16"
     """On a GPU: bf16 autocast and TF32 matrix products, or plain fp32 throughout."""
+    lr_decay_epochs: int | None = None
+    """Train at most this many epochs, the learning rate falling linearly from ``lr`` towards
+    zero over them (BERT's schedule, which BERT4Rec's original code trains with); None keeps
+    it constant."""
 
 
 def seed_everything(seed: int) -> None:
@@ -145,9 +149,12 @@ def fit(
             )
     loss_of = distributed.data_parallel(model)
 
-    for epoch in range(start_epoch, settings.epochs + 1):
+    last_epoch = min(settings.epochs, settings.lr_decay_epochs or settings.epochs)
+    for epoch in range(start_epoch, last_epoch + 1):
         if _epochs_since_best(history) >= settings.patience:
             break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, epoch)
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
         torch.manual_seed(settings.seed * 100_003 + epoch)  # dropout
         started = time.perf_counter()
@@ -218,6 +225,13 @@ def fit(
         model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
     model.eval()
     return history
+
+
+def learning_rate(settings: TrainSettings, epoch: int) -> float:
+    """The learning rate of ``epoch`` (1-based): constant, or decaying linearly per epoch."""
+    if settings.lr_decay_epochs is None:
+        return settings.lr
+    return settings.lr * (1 - (epoch - 1) / settings.lr_decay_epochs)
 
 
 def uses_bf16(model: Recommender, settings: TrainSettings, target: torch.device) -> bool:

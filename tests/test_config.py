@@ -72,6 +72,7 @@ def test_method_training_settings_override_the_stage_defaults(
     assert settings == {
         "epochs": 40,
         "lr": 2e-3,
+        "lr_decay_epochs": None,
         "weight_decay": 0.01,
         "batch_size": 64,
         "patience": 5,
@@ -162,6 +163,7 @@ def test_unknown_stage_setting_lists_the_valid_settings(demo_config: dict[str, A
     assert set(valid_keys(message)) == {
         "epochs",
         "lr",
+        "lr_decay_epochs",
         "weight_decay",
         "metric",
         "batch_size",

@@ -21,7 +21,7 @@ from seqrerank.methods.base import Recommender
 from seqrerank.model_files import build_model
 from seqrerank.pipeline import RerankCandidates, write_ground_truth
 from seqrerank.pipeline import train as train_method
-from seqrerank.training import TrainSettings, fit, mixed_precision, uses_bf16
+from seqrerank.training import TrainSettings, fit, learning_rate, mixed_precision, uses_bf16
 
 SMALL_LRUREC = {"hidden": 16, "blocks": 1, "dropout": 0.2, "max_len": 10}
 SETTINGS = TrainSettings(epochs=4, lr=2e-3, batch_size=64, patience=10, seed=7)
@@ -348,6 +348,41 @@ def test_bert4rec_interrupted_then_continued_under_a_longer_budget_equals_one_ru
     assert validate.calls == 1
     assert without_timing(continued.history) == without_timing(whole.history)
     assert same_weights(continued.weights, whole.weights)
+
+
+# --- learning-rate decay ------------------------------------------------------------------------
+
+
+def test_a_decaying_learning_rate_falls_linearly_and_training_ends_with_it(
+    tiny_data: SequenceData, tmp_path: Path
+) -> None:
+    settings = replace(SETTINGS, epochs=8, lr_decay_epochs=4)
+    assert [learning_rate(settings, e) for e in (1, 2, 3, 4)] == pytest.approx(
+        [2e-3, 1.5e-3, 1e-3, 0.5e-3]
+    )
+    assert learning_rate(SETTINGS, 3) == SETTINGS.lr
+    history = fit(new_model(tiny_data), tiny_data, settings, tmp_path / "decay", improving())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    constant = train_once(tiny_data, tmp_path / "constant", improving())
+    decayed = train_once(tiny_data, tmp_path / "decayed", improving(), replace(settings, epochs=4))
+    assert not same_weights(decayed.weights, constant.weights)
+
+
+def test_a_decaying_run_resumed_after_a_kill_equals_one_run(
+    demo_data: SequenceData, tmp_path: Path
+) -> None:
+    settings = replace(SETTINGS, lr_decay_epochs=4)
+    whole = train_once(demo_data, tmp_path / "whole", CountingValidation(demo_data), settings)
+    with pytest.raises(Interrupted):
+        validate = CountingValidation(demo_data, interrupt_at=3)
+        train_once(demo_data, tmp_path / "parts", validate, settings)
+    resumed = train_once(demo_data, tmp_path / "parts", CountingValidation(demo_data), settings)
+    assert without_timing(resumed.history) == without_timing(whole.history)
+    assert same_weights(resumed.weights, whole.weights)
+
+
+def improving() -> ScriptedValidation:
+    return ScriptedValidation([0.1 * epoch for epoch in range(1, 9)])
 
 
 # --- device placement ---------------------------------------------------------------------------
