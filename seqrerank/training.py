@@ -153,6 +153,7 @@ def fit(
     for epoch in range(start_epoch, last_epoch + 1):
         if _epochs_since_best(history) >= settings.patience:
             break
+        # A function of the epoch alone (no LR scheduler): a resumed run needs no scheduler state.
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, epoch)
         generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch)
