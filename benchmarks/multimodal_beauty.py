@@ -24,7 +24,7 @@ from benchmarks.common import (
     in_fresh_process,
     prepared_dataset,
 )
-from benchmarks.retrieval_beauty import benchmark_retriever
+from benchmarks.retrieval_beauty import benchmark_retriever, ranking_times
 from seqrerank.encoders import FeatureSettings, build_item_features
 from seqrerank.io import read_json, write_json
 from seqrerank.training import TrainSettings
@@ -75,7 +75,7 @@ def print_report(dataset: str, results: dict, lrurec: dict | None) -> None:
         print(
             f"MMGCN with MMRec's settings (3 layers, concatenation, MMRec's latent widths): "
             f"{mmgcn['seconds_per_epoch']:.1f} s/epoch over {mmgcn['epochs_run']} epoch(s), "
-            f"{mmgcn['full_ranking_seconds']:.2f} s per full ranking"
+            f"full ranking {ranking_times(mmgcn['full_ranking_seconds'])}"
         )
     print("MMRec on Amazon Baby (reference, other data):")
     for name, published in MMREC_BABY.items():

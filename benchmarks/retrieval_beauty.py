@@ -98,6 +98,11 @@ def best_epoch(history: list[dict]) -> int:
     return [h["epoch"] for h in history if h["best"]][-1]
 
 
+def ranking_times(seconds: dict) -> str:
+    """Full-ranking seconds by depth, as printed."""
+    return ", ".join(f"top {depth}: {t:.2f} s" for depth, t in seconds.items())
+
+
 def print_report(dataset: str, results: dict) -> None:
     print(f"\n== Sequential models, full ranking, on {dataset} ({environment()}) ==")
     for name, r in results.items():
@@ -105,8 +110,10 @@ def print_report(dataset: str, results: dict) -> None:
             f"{name}: {r['seconds_per_epoch']:.1f} s/epoch over {r['epochs_run']} epochs "
             f"(best {r['best_epoch']}), peak RSS {r['peak_rss_mb']:.0f} MB"
         )
-        seconds = ", ".join(f"top {d}: {t:.2f} s" for d, t in r["full_ranking_seconds"].items())
-        print(f"  full ranking of {r['users']} users x {r['items']} items: {seconds}")
+        print(
+            f"  full ranking of {r['users']} users x {r['items']} items: "
+            + ranking_times(r["full_ranking_seconds"])
+        )
         header = "".join(f"{m:>11}" for m in REPORTED)
         print(f"  {'':<22}{header}")
         print(f"  {'ours (test)':<22}" + "".join(f"{r['test'][m]:>11.4f}" for m in REPORTED))
