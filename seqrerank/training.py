@@ -164,7 +164,7 @@ def fit(
         total, batches = torch.zeros((), device=target), 0
         bar = progress(
             model.training_batches(data, settings.batch_size, generator),
-            desc=f"epoch {epoch}/{settings.epochs}",
+            desc=f"epoch {epoch}/{last_epoch}",
         )
         for batch in bar:
             part, weight = distributed.batch_share(batch)
