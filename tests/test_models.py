@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import build
+from torch import nn
 
 from seqrerank.batching import length_bucketed_batches
 from seqrerank.candidates import sample_ground_truth
@@ -174,6 +176,53 @@ def test_bert4rec_masks_at_least_one_item_of_every_sequence(demo_data: SequenceD
         assert masked.any(dim=1).all()
         assert (inputs[masked] == model.mask_token).all()
         assert (inputs[~masked] != model.mask_token).all()
+
+
+def only_the_last_item_masked(labels: torch.Tensor) -> torch.Tensor:
+    """Per sequence of a left-padded batch: is its last item its only masked one?"""
+    return (labels[:, -1] > 0) & ((labels[:, :-1] > 0).sum(dim=1) == 0)
+
+
+def test_bert4rec_a_share_of_training_sequences_masks_only_the_last_item(
+    demo_data: SequenceData,
+) -> None:
+    """The original code adds, beside the randomly masked copies, sequences with only their last
+    item masked: the position that inference predicts."""
+
+    def share_masking_only_the_last(mask_last_share: float) -> float:
+        model = BERT4Rec(
+            num_items=demo_data.num_items,
+            hidden=16,
+            max_len=20,
+            mask_prob=0.6,
+            mask_last_share=mask_last_share,
+        )
+        rows = torch.cat(
+            [only_the_last_item_masked(labels) for _, labels in batches(model, demo_data)]
+        )
+        return rows.float().mean().item()
+
+    assert share_masking_only_the_last(1.0) == 1.0
+    chance = share_masking_only_the_last(0.0)  # random masks that happen to hit the last item alone
+    assert chance < 0.2
+    assert share_masking_only_the_last(0.5) == pytest.approx(0.5 + 0.5 * chance, abs=0.05)
+
+
+def test_bert4rec_scores_through_berts_output_transform_and_the_tied_item_embeddings() -> None:
+    """As the original: dense, GELU, LayerNorm, then the item embeddings (the mask token's row
+    left out) and one bias per item."""
+    torch.manual_seed(0)
+    model = BERT4Rec(num_items=30, hidden=16)
+    nn.init.normal_(model.item_bias)  # zero at initialisation, which would hide a missing bias
+    hidden = torch.randn(4, 16)
+    dense, _, norm = model.output_transform
+    transformed = F.layer_norm(
+        F.gelu(hidden @ dense.weight.T + dense.bias), (16,), norm.weight, norm.bias, norm.eps
+    )
+    items = model.item_embedding.weight[:31]
+    expected = transformed @ items.T + model.item_bias
+    torch.testing.assert_close(model.logits(hidden), expected)
+    assert model.logits(hidden).shape == (4, 31)  # padding and 30 items, no mask token
 
 
 def test_bert4rec_attention_dropout_is_its_own_rate() -> None:
