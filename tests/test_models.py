@@ -280,7 +280,7 @@ def expected_random_ndcg10(list_length: int) -> float:
     return sum(1 / math.log2(rank + 1) for rank in range(1, 11)) / list_length
 
 
-def test_bert4rec_reranks_ground_truth_candidates_better_than_random(
+def test_bert4rec_reranks_ground_truth_candidates_better_than_random_and_popularity(
     demo_dir: Path, tmp_path: Path
 ) -> None:
     settings = TrainSettings(epochs=5, lr=2e-3, batch_size=64, patience=5, seed=42)
@@ -288,5 +288,7 @@ def test_bert4rec_reranks_ground_truth_candidates_better_than_random(
     candidates = sample_ground_truth(data, "test", num_negatives=19, seed=42)
     shuffled = evaluate(candidates)["ndcg@10"]
     reranked = evaluate(rerank(bert4rec, data, candidates))["ndcg@10"]
+    by_popularity = evaluate(rerank(Popularity.from_data(data), data, candidates))["ndcg@10"]
     assert shuffled == pytest.approx(expected_random_ndcg10(20), abs=0.05)
     assert reranked > shuffled + 0.1
+    assert reranked > by_popularity
